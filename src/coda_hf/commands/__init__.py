@@ -1,0 +1,1 @@
+"""Subcommands of ``coda-hf``; each module defines ``register(subparsers)``."""

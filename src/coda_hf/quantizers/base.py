@@ -1,0 +1,136 @@
+"""Base class and registry of quantizers.
+
+Every quantizer:
+  * takes ``(B, C, H, W)`` latents and returns :class:`QuantizerOutput`;
+  * maps ``indices`` back exactly with :meth:`BaseQuantizer.indices_to_codes`;
+  * is built from plain JSON-safe keyword arguments, recorded in ``quantizer.config``
+    so that a model config can store ``{"name": ..., **config}`` and rebuild it with
+    :func:`build_quantizer`.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+from typing import Any
+
+import torch
+from torch import nn
+
+from .output import QuantizerOutput, flatten_indices, unflatten_indices
+from .stats import UsageTracker
+
+QUANTIZER_REGISTRY: dict[str, type[BaseQuantizer]] = {}
+
+
+def register_quantizer(name: str):
+    """Class decorator: make a quantizer buildable from the config string ``name``."""
+
+    def deco(cls):
+        if name in QUANTIZER_REGISTRY and QUANTIZER_REGISTRY[name] is not cls:
+            raise ValueError(f"quantizer name {name!r} is already registered to {QUANTIZER_REGISTRY[name].__name__}")
+        QUANTIZER_REGISTRY[name] = cls
+        cls.quantizer_name = name
+        return cls
+
+    return deco
+
+
+def build_quantizer(name: str, **kwargs: Any) -> BaseQuantizer:
+    """Build a registered quantizer from its config string and JSON-safe kwargs."""
+    if name not in QUANTIZER_REGISTRY:
+        raise ValueError(f"unknown quantizer {name!r}; registered: {sorted(QUANTIZER_REGISTRY)}")
+    return QUANTIZER_REGISTRY[name](**kwargs)
+
+
+class BaseQuantizer(nn.Module):
+    """Common interface. Subclasses implement ``forward`` and ``indices_to_codes``.
+
+    Attributes subclasses must set: ``codebook_size`` (int; implicit size for FSQ/LFQ),
+    ``dim`` (latent channels C), ``num_levels`` (1 unless residual).
+    """
+
+    quantizer_name: str = ""
+    codebook_size: int
+    dim: int
+    num_levels: int = 1
+
+    def __new__(cls, *args, **kwargs):
+        obj = super().__new__(cls)
+        # Record the constructor arguments (with defaults) as the JSON-safe config.
+        bound = inspect.signature(cls.__init__).bind(obj, *args, **kwargs)
+        bound.apply_defaults()
+        config = {k: v for k, v in bound.arguments.items() if k != "self"}
+        try:
+            json.dumps(config)
+        except TypeError as e:
+            raise TypeError(f"{cls.__name__} arguments must be JSON-safe values: {e}") from e
+        object.__setattr__(obj, "_config", copy.deepcopy(config))
+        return obj
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Constructor kwargs; ``build_quantizer(q.quantizer_name, **q.config)`` rebuilds it."""
+        return copy.deepcopy(self._config)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"name": ..., **config}``: what a model config stores."""
+        return {"name": self.quantizer_name, **self.config}
+
+    def level_shapes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """Per-level index map sizes for an ``(H, W)`` latent grid."""
+        return [(height, width)] * self.num_levels
+
+    def num_tokens(self, height: int, width: int) -> int:
+        return sum(h * w for h, w in self.level_shapes(height, width))
+
+    def indices_to_codes(self, indices: list[torch.Tensor]) -> torch.Tensor:
+        """``[(B, h_l, w_l)]`` -> ``(B, C, H, W)`` quantized latents (exact inverse in eval)."""
+        raise NotImplementedError
+
+    def decode_indices(self, indices: list[torch.Tensor] | torch.Tensor, latent_size: tuple[int, int] | None = None):
+        """Alias of :meth:`indices_to_codes` that also accepts ``(B, N)`` token ids (needs ``latent_size``)."""
+        if isinstance(indices, torch.Tensor):
+            if latent_size is None:
+                raise ValueError("decode_indices with (B, N) token ids needs latent_size=(H, W)")
+            indices = unflatten_indices(indices, self.level_shapes(*latent_size))
+        self.validate_indices(indices)
+        return self.indices_to_codes(indices)
+
+    def validate_indices(self, indices: list[torch.Tensor]) -> None:
+        """Raise ``ValueError`` naming the level for a wrong count, dtype, rank or out-of-range id."""
+        if not isinstance(indices, (list, tuple)):
+            raise ValueError(f"indices must be a list of (B, h, w) tensors, one per level; got {type(indices).__name__}")
+        if len(indices) != self.num_levels:
+            raise ValueError(f"expected {self.num_levels} levels of indices, got {len(indices)}")
+        for level, idx in enumerate(indices):
+            if not isinstance(idx, torch.Tensor) or idx.ndim != 3:
+                shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
+                raise ValueError(f"indices of level {level} must be a (B, h, w) tensor; got {shape}")
+            if idx.dtype.is_floating_point or idx.dtype == torch.bool:
+                raise ValueError(f"indices of level {level} must be integers; got {idx.dtype}")
+            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.codebook_size):
+                raise ValueError(
+                    f"indices of level {level} must lie in [0, {self.codebook_size - 1}]; "
+                    f"got values in [{int(idx.min())}, {int(idx.max())}]"
+                )
+
+    def _check_input(self, z: torch.Tensor) -> None:
+        if not isinstance(z, torch.Tensor) or z.ndim != 4:
+            shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ValueError(f"{type(self).__name__} expects latents of shape (B, C, H, W); got {shape}")
+        if z.shape[1] != self.dim:
+            raise ValueError(f"{type(self).__name__} was built for {self.dim} channels; latents have {z.shape[1]}")
+
+
+__all__ = [
+    "BaseQuantizer",
+    "QuantizerOutput",
+    "QUANTIZER_REGISTRY",
+    "UsageTracker",
+    "build_quantizer",
+    "flatten_indices",
+    "register_quantizer",
+    "unflatten_indices",
+]

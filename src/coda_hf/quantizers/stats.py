@@ -1,0 +1,96 @@
+"""Codebook statistics shared by every quantizer: running utilization, perplexity, eval accumulation."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def perplexity_from_counts(counts: torch.Tensor) -> torch.Tensor:
+    """exp(entropy) of the empirical code distribution; 1 = one code, K = uniform over K codes."""
+    counts = counts.double()
+    total = counts.sum()
+    if total <= 0:
+        return torch.zeros((), dtype=torch.float32, device=counts.device)
+    p = counts / total
+    entropy = -(p[p > 0] * p[p > 0].log()).sum()
+    return entropy.exp().float()
+
+
+def _all_reduce(t: torch.Tensor, op) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=op)
+    return t
+
+
+class UsageTracker(nn.Module):
+    """Running codebook utilization over a window of the last ``window`` training batches.
+
+    Keeps, per code, the step at which it was last hit (``(K,)`` int64), so memory is O(K)
+    whatever the window. ``utilization()`` is the fraction of codes hit in the window.
+    The buffer is non-persistent: it is training telemetry, not part of the weights.
+    """
+
+    def __init__(self, codebook_size: int, window: int = 100):
+        super().__init__()
+        if codebook_size < 1:
+            raise ValueError(f"codebook_size must be >= 1, got {codebook_size}")
+        self.codebook_size = int(codebook_size)
+        self.window = int(window)
+        self.register_buffer("last_seen", torch.full((codebook_size,), -(2**62), dtype=torch.long), persistent=False)
+        self.register_buffer("step", torch.zeros((), dtype=torch.long), persistent=False)
+
+    @torch.no_grad()
+    def update(self, indices: torch.Tensor | list[torch.Tensor]) -> None:
+        """Record one batch of indices (any shape, or a list per level)."""
+        if isinstance(indices, (list, tuple)):
+            indices = torch.cat([i.reshape(-1) for i in indices])
+        self.step += 1
+        self.last_seen[indices.reshape(-1).to(self.last_seen.device)] = self.step.clone()
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        """Merge the windows of all processes (max of last-seen steps)."""
+        _all_reduce(self.last_seen, dist.ReduceOp.MAX)
+
+    def utilization(self) -> torch.Tensor:
+        return (self.last_seen > self.step - self.window).float().mean()
+
+
+class CodebookCounter:
+    """Accumulates code counts over a whole evaluation set; reducible across processes.
+
+    >>> c = CodebookCounter(16); c.update(torch.tensor([0, 1, 1])); float(c.utilization())
+    0.125
+    """
+
+    def __init__(self, codebook_size: int, device: torch.device | str = "cpu"):
+        self.codebook_size = int(codebook_size)
+        self.counts = torch.zeros(self.codebook_size, dtype=torch.long, device=device)
+
+    @torch.no_grad()
+    def update(self, indices: torch.Tensor | list[torch.Tensor]) -> None:
+        if isinstance(indices, (list, tuple)):
+            indices = torch.cat([i.reshape(-1) for i in indices])
+        flat = indices.reshape(-1).to(self.counts.device)
+        if flat.numel() and (flat.min() < 0 or flat.max() >= self.codebook_size):
+            raise ValueError(f"indices must lie in [0, {self.codebook_size}); got [{int(flat.min())}, {int(flat.max())}]")
+        self.counts += torch.bincount(flat, minlength=self.codebook_size)
+
+    def sync(self) -> None:
+        """Sum counts over all processes (call on every rank)."""
+        _all_reduce(self.counts, dist.ReduceOp.SUM)
+
+    def utilization(self) -> torch.Tensor:
+        return (self.counts > 0).float().mean()
+
+    def perplexity(self) -> torch.Tensor:
+        return perplexity_from_counts(self.counts)
+
+
+def batch_stats(indices: list[torch.Tensor], codebook_size: int, quant_error: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-batch perplexity plus the given per-level quantization error (detached)."""
+    flat = torch.cat([i.reshape(-1) for i in indices])
+    counts = torch.bincount(flat, minlength=codebook_size)
+    return {"perplexity": perplexity_from_counts(counts), "quant_error": quant_error.detach().float()}
