@@ -1,1 +1,278 @@
-"""(being written)"""
+"""Attention quantizer of CODA (Liu et al. 2025, "CODA: Repurposing Continuous VAEs for Discrete Tokenization").
+
+Per token ``f`` and codebook ``E`` ``(K, D)``:
+
+* ``q = RMSNorm(W_q f)`` ``(N, hidden)``, ``k = RMSNorm(W_k E)`` ``(K, hidden)``, ``V = W_v E`` ``(K, C)``;
+* ``scores = softmax(q k^T / sqrt(hidden))`` over the whole codebook, ``index = argmax``;
+* output in the IBQ straight-through form (Shi et al. 2024, "Taming Scalable Visual Tokenizer ...
+  Index Backpropagation Quantization"): ``(onehot - sg[soft] + soft) V``, i.e. the value of the hard
+  code ``V[index]`` with the gradient of the soft mixture ``soft V``.
+
+Losses (IBQ quantization loss plus the MAGVIT entropy penalty, as in the authors' code):
+
+* ``losses["quant"] = mse(soft V, f) + mse(sg[V[index]], f) + beta * mse(V[index], sg[f])``;
+* ``losses["entropy"] = entropy_weight * (mean_n H(p_n) - H(mean_n p_n))`` with
+  ``p_n = softmax(q_n k^T / sqrt(hidden) / entropy_temperature)``.
+
+Eval never materialises the ``(N, K)`` score matrix: tokens are processed in chunks of ``chunk_size`` rows
+(``argmax`` of the logits equals ``argmax`` of the softmax), so memory is ``O(chunk_size * K)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint
+from torch import nn
+
+from .base import BaseQuantizer, register_quantizer
+from .output import QuantizerOutput
+from .stats import UsageTracker
+from .vector import from_tokens, single_level_stats, straight_through, to_tokens
+
+# Elements of one (tokens, K) score block in eval when chunk_size is automatic (4 MiB of float32).
+ATTENTION_CHUNK_ELEMENTS = 2**20
+
+
+def entropy_terms(logits: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summable pieces of the MAGVIT entropy penalty for ``(n, K)`` logits.
+
+    Returns ``(sum_n H(p_n), sum_n p_n)`` (a scalar and a ``(K,)`` vector) with
+    ``p_n = softmax(logits_n / temperature)``; sums (not means) so that chunks can be added up.
+    """
+    logp = F.log_softmax(logits.float() / temperature, dim=-1)  # (n, K)
+    p = logp.exp()
+    return -(p * logp).sum(), p.sum(dim=0)
+
+
+def entropy_penalty(sample_entropy_sum: torch.Tensor, prob_sum: torch.Tensor, n: int) -> torch.Tensor:
+    """``mean_n H(p_n) - H(mean_n p_n)`` from the sums of :func:`entropy_terms` over ``n`` tokens."""
+    avg = prob_sum / max(n, 1)  # (K,)
+    # clamp inside the log only: codes whose mean probability underflows to 0 add 0 (finite gradient)
+    codebook_entropy = -(avg * avg.clamp_min(1e-30).log()).sum()
+    return sample_entropy_sum / max(n, 1) - codebook_entropy
+
+
+def ibq_quant_loss(
+    soft_mse: torch.Tensor, commit_mse: torch.Tensor, codebook_mse: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """IBQ quantization loss ``mse(soft V, f) + mse(sg[V[i]], f) + beta * mse(V[i], sg[f])`` from its terms."""
+    return soft_mse + commit_mse + beta * codebook_mse
+
+
+@register_quantizer("attention")
+class AttentionQuantizer(BaseQuantizer):
+    """CODA's attention-based quantizer: codes are chosen by softmax attention of features over the codebook.
+
+    Args:
+        dim: latent channels ``C``.
+        codebook_size: number of codes ``K``.
+        codebook_dim: width ``D`` of the stored codes (``None``: ``dim``).
+        hidden_dim: width of the query/key space (``None``: ``codebook_dim``).
+        beta: weight of the codebook term ``mse(V[index], sg[f])`` inside ``losses["quant"]`` (paper: 0.05).
+        entropy_weight: weight of ``losses["entropy"]`` (paper: 0.05; 0 disables it).
+        entropy_temperature: temperature of the entropy penalty's code distribution (paper: 0.01).
+        chunk_size: tokens per chunk of the eval search (memory ``chunk_size * K`` floats per block);
+            ``None``: automatic (``ATTENTION_CHUNK_ELEMENTS / K`` tokens, at least 1); ``0``: all at once.
+        init_std: codebook initialisation ``N(0, init_std^2)``.
+        eval_losses: compute ``losses`` in eval mode too (chunked, detached); ``False`` returns no losses in
+            eval (faster encoding).
+        aligned_init: initialise the key projection as ``k = W_q (W_v e)`` (the query of each code's value),
+            so that before training the argmax already picks the code whose value points most nearly along
+            the feature; ``False``: independent ``nn.Linear`` initialisations. With independent ones the
+            untrained choice is unrelated to the input and a multi-scale residual stack *amplifies* the
+            residual level after level (error of tens of times the latent variance over 10 levels).
+        train_chunk_size: ``0`` (default): training holds the full ``(N, K)`` soft assignment for backward;
+            ``> 0``: training processes chunks of this many tokens under activation checkpointing (the
+            ``(chunk, K)`` scores are recomputed in backward), trading compute for memory. Same values.
+
+    Training needs the soft assignment (it is what the gradient flows through).
+    Eval output equals :meth:`indices_to_codes` bit for bit, and eval indices equal the argmax of the full
+    ``(N, K)`` logits (the per-row dot products do not depend on the chunking).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int = 4096,
+        codebook_dim: int | None = None,
+        hidden_dim: int | None = None,
+        beta: float = 0.05,
+        entropy_weight: float = 0.05,
+        entropy_temperature: float = 0.01,
+        chunk_size: int | None = None,
+        init_std: float = 1.0,
+        eval_losses: bool = True,
+        aligned_init: bool = True,
+        train_chunk_size: int = 0,
+    ):
+        super().__init__()
+        if dim < 1 or codebook_size < 1:
+            raise ValueError(f"dim and codebook_size must be >= 1; got dim={dim}, codebook_size={codebook_size}")
+        if codebook_dim is not None and codebook_dim < 1:
+            raise ValueError(f"codebook_dim must be >= 1; got {codebook_dim}")
+        if hidden_dim is not None and hidden_dim < 1:
+            raise ValueError(f"hidden_dim must be >= 1; got {hidden_dim}")
+        if entropy_temperature <= 0:
+            raise ValueError(f"entropy_temperature must be > 0; got {entropy_temperature}")
+        if train_chunk_size < 0:
+            raise ValueError(f"train_chunk_size must be >= 0 (0 = no chunking); got {train_chunk_size}")
+        if chunk_size is not None and chunk_size < 0:
+            raise ValueError(f"chunk_size must be >= 0 (0 = all tokens at once); got {chunk_size}")
+        self.dim = int(dim)
+        self.codebook_size = int(codebook_size)
+        self.num_levels = 1
+        self.codebook_dim = int(codebook_dim) if codebook_dim is not None else self.dim
+        self.hidden_dim = int(hidden_dim) if hidden_dim is not None else self.codebook_dim
+        self.beta = float(beta)
+        self.entropy_weight = float(entropy_weight)
+        self.entropy_temperature = float(entropy_temperature)
+        self.chunk_size = None if chunk_size is None else int(chunk_size)
+        self.eval_losses = bool(eval_losses)
+        self.train_chunk_size = int(train_chunk_size)
+        self.scale = 1.0 / math.sqrt(self.hidden_dim)
+
+        self.embedding = nn.Parameter(torch.randn(self.codebook_size, self.codebook_dim) * init_std)  # (K, D)
+        self.q_proj = nn.Linear(self.dim, self.hidden_dim)  # features -> queries
+        self.k_proj = nn.Linear(self.codebook_dim, self.hidden_dim)  # codes -> keys
+        self.v_proj = nn.Linear(self.codebook_dim, self.dim)  # codes -> values (latent space)
+        self.q_norm = nn.RMSNorm(self.hidden_dim)
+        self.k_norm = nn.RMSNorm(self.hidden_dim)
+        self.aligned_init = bool(aligned_init)
+        if self.aligned_init:
+            with torch.no_grad():  # k_proj(e) == q_proj(v_proj(e)) at initialisation
+                self.k_proj.weight.copy_(self.q_proj.weight @ self.v_proj.weight)
+                self.k_proj.bias.copy_(self.q_proj.weight @ self.v_proj.bias + self.q_proj.bias)
+        self.usage = UsageTracker(self.codebook_size)
+
+    # -- pieces shared by training, eval and decoding ------------------------------------------------
+    def queries(self, f: torch.Tensor) -> torch.Tensor:
+        """``(N, C)`` features -> ``(N, hidden)`` normalised queries."""
+        return self.q_norm(self.q_proj(f))
+
+    def keys(self) -> torch.Tensor:
+        """``(K, hidden)`` normalised keys of the codebook."""
+        return self.k_norm(self.k_proj(self.embedding))
+
+    def values(self) -> torch.Tensor:
+        """``(K, C)`` values: every code mapped into latent space."""
+        return self.v_proj(self.embedding)
+
+    def logits(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """``(n, hidden) x (K, hidden)`` -> ``(n, K)`` attention logits ``q k^T / sqrt(hidden)``."""
+        return (queries @ keys.t()) * self.scale
+
+    def _codes(self, idx: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` indices -> ``(N, C)`` values ``V[idx]`` (the one path forward and decode share)."""
+        return self.v_proj(F.embedding(idx.reshape(-1).long(), self.embedding))
+
+    def indices_to_codes(self, indices: list[torch.Tensor]) -> torch.Tensor:
+        idx = indices[0]  # (B, H, W)
+        b, h, w = idx.shape
+        return from_tokens(self._codes(idx), b, h, w)
+
+    def _eval_chunk(self, n: int) -> int:
+        if self.chunk_size is None:
+            return max(1, ATTENTION_CHUNK_ELEMENTS // self.codebook_size)
+        return n if self.chunk_size == 0 else self.chunk_size
+
+    def _soft_assign(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor):
+        """Training pieces for ``(n, hidden)`` queries: what backward needs, without the ``(n, K)`` scores.
+
+        Returns ``(idx (n,), soft V (n, C), soft sg[V] (n, C), sum_n H(p_n), sum_n p_n (K,))``.
+        """
+        logits = self.logits(queries, keys)  # (n, K)
+        soft = logits.softmax(dim=-1)
+        z_soft = soft @ values  # (n, C)
+        st = soft @ values.detach()  # (n, C): gradient path of the IBQ straight-through output
+        if self.entropy_weight:
+            ent, probs = entropy_terms(logits, self.entropy_temperature)
+        else:
+            ent, probs = logits.new_zeros(()), logits.new_zeros(self.codebook_size)
+        return logits.argmax(dim=-1), z_soft, st, ent, probs
+
+    def _train_assign(self, f: torch.Tensor):
+        """:meth:`_soft_assign` over all ``(N, C)`` features, chunked + checkpointed if ``train_chunk_size``."""
+        queries, keys, values = self.queries(f), self.keys(), self.values()
+        n, chunk = f.shape[0], self.train_chunk_size
+        if chunk <= 0 or chunk >= n:
+            return self._soft_assign(queries, keys, values)
+        parts = [
+            torch.utils.checkpoint.checkpoint(
+                self._soft_assign, queries[start : start + chunk], keys, values, use_reentrant=False
+            )
+            for start in range(0, n, chunk)
+        ]
+        idx, z_soft, st, ent, probs = zip(*parts)
+        return torch.cat(idx), torch.cat(z_soft), torch.cat(st), torch.stack(ent).sum(), torch.stack(probs).sum(0)
+
+    @torch.no_grad()
+    def search(self, f: torch.Tensor, with_losses: bool = False) -> dict[str, torch.Tensor]:
+        """Chunked eval search over ``(N, C)`` features; never holds more than ``chunk * K`` scores.
+
+        Returns ``{"indices": (N,)}`` and, with ``with_losses``, the summed pieces of the losses:
+        ``"soft_sse"`` (squared error of ``soft V`` against ``f``), ``"sample_entropy_sum"``, ``"prob_sum"`` (K,).
+        """
+        n = f.shape[0]
+        queries, keys = self.queries(f), self.keys()  # (N, hidden), (K, hidden)
+        values = self.values() if with_losses else None  # (K, C)
+        chunk = max(1, self._eval_chunk(n))
+        out: dict[str, torch.Tensor] = {"indices": torch.empty(n, dtype=torch.long, device=f.device)}
+        if with_losses:
+            out["soft_sse"] = f.new_zeros((), dtype=torch.float32)
+            out["sample_entropy_sum"] = f.new_zeros((), dtype=torch.float32)
+            out["prob_sum"] = f.new_zeros(self.codebook_size, dtype=torch.float32)
+        for start in range(0, n, chunk):
+            q_chunk = queries[start : start + chunk]  # (n_c, hidden)
+            if with_losses:
+                idx, z_soft, _, ent, probs = self._soft_assign(q_chunk, keys, values)
+                out["soft_sse"] += (z_soft.float() - f[start : start + chunk].float()).pow(2).sum()
+                out["sample_entropy_sum"] += ent
+                out["prob_sum"] += probs
+            else:
+                idx = self.logits(q_chunk, keys).argmax(dim=-1)  # (n_c, K) scores -> (n_c,)
+            out["indices"][start : start + chunk] = idx
+        return out
+
+    # -- forward ------------------------------------------------------------------------------------
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        """``(B, C, H, W)`` -> :class:`QuantizerOutput` with one ``(B, H, W)`` index map."""
+        self._check_input(z)
+        b, _, h, w = z.shape
+        f = to_tokens(z)  # (N, C), N = B*H*W
+        n = f.shape[0]
+        losses: dict[str, torch.Tensor] = {}
+        if self.training:
+            idx, z_soft, st, ent, probs = self._train_assign(f)  # (N,), (N, C), (N, C), (), (K,)
+            z_hard = self._codes(idx)  # (N, C) = V[idx]
+            # IBQ straight-through: value of onehot @ V, gradient of soft @ V (w.r.t. the soft weights).
+            quantized = from_tokens(straight_through(z_hard, st), b, h, w)
+            losses["quant"] = ibq_quant_loss(
+                F.mse_loss(z_soft, f), F.mse_loss(z_hard.detach(), f), F.mse_loss(z_hard, f.detach()), self.beta
+            )
+            if self.entropy_weight:
+                losses["entropy"] = self.entropy_weight * entropy_penalty(ent, probs, n)
+            self.usage.update(idx)
+        else:
+            found = self.search(f, with_losses=self.eval_losses)
+            idx = found["indices"]
+            quantized = self.indices_to_codes([idx.reshape(b, h, w)])
+            if self.eval_losses:
+                z_hard = to_tokens(quantized).detach()
+                hard_mse = F.mse_loss(z_hard, f.detach())
+                soft_mse = found["soft_sse"] / max(f.numel(), 1)
+                losses["quant"] = ibq_quant_loss(soft_mse, hard_mse, hard_mse, self.beta)
+                if self.entropy_weight:
+                    penalty = entropy_penalty(found["sample_entropy_sum"], found["prob_sum"], n)
+                    losses["entropy"] = self.entropy_weight * penalty
+        indices = idx.reshape(b, h, w)
+        stats = single_level_stats(indices, self.codebook_size, quantized, z, self.usage)
+        return QuantizerOutput(quantized=quantized, indices=[indices], losses=losses, stats=stats)
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, codebook_size={self.codebook_size}, codebook_dim={self.codebook_dim}, "
+            f"hidden_dim={self.hidden_dim}, beta={self.beta}, entropy_weight={self.entropy_weight}"
+        )

@@ -1,1 +1,111 @@
-"""(being written)"""
+"""Finite scalar quantization (FSQ, Mentzer et al. 2023, "Finite Scalar Quantization: VQ-VAE Made Simple")."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .base import BaseQuantizer, register_quantizer
+from .output import QuantizerOutput
+from .stats import UsageTracker
+from .vector import from_tokens, single_level_stats, straight_through, to_tokens
+
+
+@register_quantizer("fsq")
+class FSQuantizer(BaseQuantizer):
+    """Each of ``d = len(levels)`` channels is bounded and rounded to ``levels[i]`` values.
+
+    Args:
+        dim: latent channels ``C``; linear projections ``C -> d`` and ``d -> C`` are added when ``C != d``.
+        levels: values per channel, e.g. ``[8, 5, 5, 5]`` (implicit codebook ``prod(levels)`` = 1000).
+        eps: the paper's ``1e-3`` margin of the bound.
+
+    Bound (paper, appendix A.1): ``half_l = (L - 1)(1 + eps) / 2``, ``offset = 0.5`` for even ``L`` else 0,
+    ``shift = atanh(offset / half_l)``, ``bounded = tanh(z + shift) * half_l - offset``; round with a
+    straight-through gradient, then divide by ``L // 2`` so codes lie in ``[-1, 1]``. The integer code of
+    channel ``i`` lies in ``[-(L_i // 2), (L_i - 1) - L_i // 2]``; the index packs the digits
+    ``code_i + L_i // 2`` in mixed radix with channel 0 least significant.
+    """
+
+    def __init__(self, dim: int, levels: list[int] = (8, 5, 5, 5), eps: float = 1e-3):
+        super().__init__()
+        levels = [int(v) for v in levels] if isinstance(levels, (list, tuple)) else levels
+        if not isinstance(levels, list) or not levels or any(v < 2 for v in levels):
+            raise ValueError(f"levels must be a non-empty list of ints >= 2; got {levels!r}")
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1; got {dim}")
+        self.dim = int(dim)
+        self.levels = levels
+        self.codebook_dim = len(levels)
+        self.codebook_size = math.prod(levels)
+        self.num_levels = 1
+        self.eps = float(eps)
+        lv = torch.tensor(levels, dtype=torch.long)
+        basis = torch.cumprod(torch.cat([torch.ones(1, dtype=torch.long), lv[:-1]]), dim=0)  # (d,) mixed radix
+        half_l = (lv.double() - 1) * (1 + self.eps) / 2
+        offset = (lv % 2 == 0).double() * 0.5
+        # Constants of the bound and the packing, (d,) each; derived from `levels`, so not saved.
+        self.register_buffer("_levels", lv, persistent=False)
+        self.register_buffer("_basis", basis, persistent=False)
+        self.register_buffer("_half_levels", lv // 2, persistent=False)  # integer code + L // 2 = digit
+        self.register_buffer("_half_width", (lv // 2).float(), persistent=False)
+        self.register_buffer("_bound_scale", half_l.float(), persistent=False)
+        self.register_buffer("_bound_offset", offset.float(), persistent=False)
+        self.register_buffer("_bound_shift", torch.atanh(offset / half_l).float(), persistent=False)
+        if self.dim != self.codebook_dim:
+            self.project_in = nn.Linear(self.dim, self.codebook_dim)
+            self.project_out = nn.Linear(self.codebook_dim, self.dim)
+        else:
+            self.project_in = self.project_out = None
+        self.usage = UsageTracker(self.codebook_size)
+
+    def bound(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, d)`` -> values in ``(-L/2, L/2)`` per channel, shifted so even ``L`` rounds to ``L`` values."""
+        return torch.tanh(x + self._bound_shift) * self._bound_scale - self._bound_offset
+
+    def _codes_to_latents(self, codes: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
+        """``(N, d)`` integer-valued codes -> ``(B, C, H, W)``: normalise to ``[-1, 1]``, project out."""
+        x = codes / self._half_width
+        if self.project_out is not None:
+            x = self.project_out(x)
+        return from_tokens(x, batch, height, width)
+
+    def codes_to_indices(self, codes: torch.Tensor) -> torch.Tensor:
+        """``(..., d)`` integer codes -> ``(...)`` long indices in ``[0, prod(levels))``."""
+        return self._pack(codes.round().long())
+
+    def _pack(self, int_codes: torch.Tensor) -> torch.Tensor:
+        """``(..., d)`` long codes -> ``(...)`` indices: digits ``code + L // 2`` in mixed radix."""
+        return ((int_codes + self._half_levels) * self._basis).sum(dim=-1)
+
+    def indices_to_integer_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        """``(...)`` long indices -> ``(..., d)`` integer codes (as float)."""
+        digits = (indices.long().unsqueeze(-1) // self._basis) % self._levels
+        return (digits - self._half_levels).float()
+
+    def indices_to_codes(self, indices: list[torch.Tensor]) -> torch.Tensor:
+        idx = indices[0]  # (B, H, W)
+        b, h, w = idx.shape
+        codes = self.indices_to_integer_codes(idx.reshape(-1))  # (N, d)
+        return self._codes_to_latents(codes, b, h, w)
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        self._check_input(z)
+        b, _, h, w = z.shape
+        z_tokens = to_tokens(z)  # (N, C)
+        x = self.project_in(z_tokens) if self.project_in is not None else z_tokens  # (N, d)
+        bounded = self.bound(x.float())
+        hard = bounded.detach().round()  # (N, d) integer codes
+        codes = straight_through(hard, bounded)  # ST grads
+        idx = self._pack(hard.long())  # (N,)
+        quantized = self._codes_to_latents(codes, b, h, w).to(z.dtype)
+        if self.training:
+            self.usage.update(idx)
+        indices = idx.reshape(b, h, w)
+        stats = single_level_stats(indices, self.codebook_size, to_tokens(quantized), z_tokens, self.usage)
+        return QuantizerOutput(quantized=quantized, indices=[indices], losses={}, stats=stats)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, levels={self.levels}, codebook_size={self.codebook_size}"

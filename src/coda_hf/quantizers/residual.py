@@ -1,1 +1,151 @@
-"""(being written)"""
+"""Residual quantization: a stack of quantizers, each quantizing what the previous levels left over.
+
+:class:`StackedQuantizer` holds the one residual loop (shared with the multi-scale quantizer of
+:mod:`.multiscale`, which only changes the per-level resampling); :class:`ResidualQuantizer` ("residual",
+RVQ: Zeghidour et al. 2021, Lee et al. 2022 "RQ-VAE") stacks levels at the latent's own resolution.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import BaseQuantizer, build_quantizer, register_quantizer
+from .output import QuantizerOutput
+from .stats import UsageTracker, batch_stats
+
+
+class StackedQuantizer(BaseQuantizer):
+    """Base of residual stacks: ``num_levels`` applications of an inner single-level quantizer.
+
+    Level ``l`` quantizes ``down_l(residual_l)``; its output ``up(q_l)`` is added to the reconstruction and
+    subtracted from the residual. Subclasses define :meth:`level_shapes` and the resampling
+    (:meth:`_down`, :meth:`_up`); here both are the identity.
+
+    Gradients: each level's output keeps the inner quantizer's straight-through gradient and the residual
+    is *not* detached, so for a plain straight-through inner quantizer (VQ, FSQ, ...) the gradient of the
+    sum w.r.t. the input is exactly the identity, and each inner quantizer's soft path (e.g. the attention
+    quantizer's IBQ estimator) receives gradients from the reconstruction.
+    """
+
+    def _init_stack(
+        self,
+        dim: int,
+        num_levels: int,
+        quantizer: str,
+        quantizer_kwargs: dict[str, Any] | None,
+        shared_codebook: bool,
+    ) -> None:
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1; got {dim}")
+        if num_levels < 1:
+            raise ValueError(f"{type(self).__name__} needs at least one level; got {num_levels}")
+        if quantizer_kwargs is not None and not isinstance(quantizer_kwargs, dict):
+            raise ValueError(f"quantizer_kwargs must be a dict of the inner quantizer's arguments; got {quantizer_kwargs!r}")
+        kwargs = dict(quantizer_kwargs or {})
+        if kwargs.get("dim", dim) != dim:
+            raise ValueError(f"quantizer_kwargs['dim']={kwargs['dim']} differs from dim={dim}")
+        kwargs["dim"] = dim
+        self.dim = int(dim)
+        self.num_levels = int(num_levels)
+        self.shared_codebook = bool(shared_codebook)
+        self.inner_name = quantizer
+        n_modules = 1 if self.shared_codebook else self.num_levels
+        self.quantizers = nn.ModuleList([build_quantizer(quantizer, **kwargs) for _ in range(n_modules)])
+        inner = self.quantizers[0]
+        if inner.num_levels != 1:
+            raise ValueError(f"quantizer={quantizer!r} has {inner.num_levels} levels; the inner quantizer must have one")
+        self.codebook_size = int(inner.codebook_size)
+        self.usage = UsageTracker(self.codebook_size)
+
+    def level_quantizer(self, level: int) -> BaseQuantizer:
+        """The inner quantizer used at ``level`` (the same module for every level when shared)."""
+        return self.quantizers[0 if self.shared_codebook else level]
+
+    # -- resampling hooks (identity for same-resolution residual quantization) ----------------------
+    def _down(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """``(B, C, H, W)`` residual -> ``(B, C, h_l, w_l)`` input of level ``l``."""
+        return x
+
+    def _up(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """``(B, C, h_l, w_l)`` level output -> ``(B, C, H, W)`` contribution to the reconstruction."""
+        return x
+
+    # -- decode / forward ---------------------------------------------------------------------------
+    def indices_to_codes(self, indices: list[torch.Tensor]) -> torch.Tensor:
+        """``[(B, h_l, w_l)] * L`` -> ``(B, C, H, W)``: the sum of the upsampled level codes."""
+        if len(indices) != self.num_levels:
+            raise ValueError(f"expected {self.num_levels} levels of indices, got {len(indices)}")
+        full = tuple(indices[-1].shape[-2:])  # the last level is always the full (H, W) latent
+        for level, (idx, shape) in enumerate(zip(indices, self.level_shapes(*full))):
+            if tuple(idx.shape[-2:]) != shape:
+                raise ValueError(
+                    f"indices of level {level} have size {tuple(idx.shape[-2:])}; a {full} latent needs {shape}"
+                )
+        quantized = None
+        for level, idx in enumerate(indices):
+            q = self._up(self.level_quantizer(level).indices_to_codes([idx]), full)
+            quantized = q if quantized is None else quantized + q
+        return quantized
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        """``(B, C, H, W)`` -> :class:`QuantizerOutput` with one ``(B, h_l, w_l)`` index map per level."""
+        self._check_input(z)
+        height, width = z.shape[-2:]
+        shapes = self.level_shapes(height, width)
+        residual, quantized = z, None
+        indices: list[torch.Tensor] = []
+        losses: dict[str, torch.Tensor] = {}
+        errors, utilizations = [], []
+        for level, size in enumerate(shapes):
+            out = self.level_quantizer(level)(self._down(residual, size))
+            q = self._up(out.quantized, (height, width))  # (B, C, H, W)
+            quantized = q if quantized is None else quantized + q
+            residual = residual - q
+            indices.append(out.indices[0])  # (B, h_l, w_l)
+            for name, value in out.losses.items():  # sum each named loss over levels
+                losses[name] = losses[name] + value if name in losses else value
+            errors.append(F.mse_loss(quantized.detach().float(), z.detach().float()))
+            if "utilization" in out.stats:
+                utilizations.append(out.stats["utilization"].float())
+        if self.training:
+            self.usage.update(indices)
+        stats = batch_stats(indices, self.codebook_size, torch.stack(errors))  # quant_error: (L,)
+        if self.shared_codebook or not utilizations:
+            stats["utilization"] = self.usage.utilization()
+        else:  # per-level codebooks: mean of the levels' own running utilizations
+            stats["utilization"] = torch.stack(utilizations).mean()
+        return QuantizerOutput(quantized=quantized, indices=indices, losses=losses, stats=stats)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, num_levels={self.num_levels}, shared_codebook={self.shared_codebook}"
+
+
+@register_quantizer("residual")
+class ResidualQuantizer(StackedQuantizer):
+    """Same-resolution residual quantization (RVQ) of any registered single-level quantizer.
+
+    Args:
+        dim: latent channels ``C`` (passed on to the inner quantizer).
+        num_levels: number of residual levels ``L``; ``indices`` holds ``L`` maps of shape ``(B, H, W)``.
+        quantizer: registered name of the inner quantizer (``"vq"``, ``"fsq"``, ``"attention"``, ...).
+        quantizer_kwargs: JSON-safe keyword arguments of the inner quantizer (``dim`` is filled in).
+        shared_codebook: one inner quantizer module for all levels (``True``) or one per level.
+
+    ``losses`` sums each named loss of the inner quantizers over levels; ``stats["quant_error"]`` is the
+    ``(L,)`` mean squared error of the running reconstruction after each level.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_levels: int = 4,
+        quantizer: str = "vq",
+        quantizer_kwargs: dict[str, Any] | None = None,
+        shared_codebook: bool = False,
+    ):
+        super().__init__()
+        self._init_stack(dim, num_levels, quantizer, quantizer_kwargs, shared_codebook)

@@ -1,0 +1,94 @@
+"""``coda-hf evaluate``: reconstruction metrics, a table row and figures for a saved tokenizer.
+
+Wires :func:`coda_hf.metrics.evaluate_tokenizer` to a saved model and an image source; runs on one
+process or under ``accelerate launch`` (metrics are reduced across processes).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+# config.json "_class_name" -> (module, class)
+MODEL_CLASSES = {
+    "CodaVQModel": ("coda_hf.models.coda_vq", "CodaVQModel"),
+    "VQGANModel": ("coda_hf.models.vqgan", "VQGANModel"),
+    "AutoencoderKL": ("diffusers", "AutoencoderKL"),
+}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="reconstruction metrics (PSNR, SSIM, FD, rFID, codebook usage) and plots")
+    p.add_argument("--model", required=True, help="saved CodaVQModel / VQGANModel / AutoencoderKL directory")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="folder of images (recursive), or .parquet / webdataset .tar shards")
+    src.add_argument("--dataset_name", "--dataset-name", dest="dataset_name", help="Hub dataset id")
+    p.add_argument("--split", default=None, help="dataset split (default 'train' for --data; required with --dataset_name)")
+    p.add_argument("--num-images", type=int, default=None, help="evaluate the first N images (default: all)")
+    p.add_argument("--output-dir", default="eval", help="where metrics.json, metrics.md and the PNG plots go")
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch per process")
+    p.add_argument("--resolution", type=int, default=256, help="images are center-cropped to a square and resized to this size")
+    p.add_argument("--inception-weights", default=None,
+                   help="pytorch-fid Inception weights (.pth/.safetensors file, folder or Hub id): adds rfid")  # fmt: skip
+    p.add_argument("--num-grid-images", type=int, default=8, help="images in the original-vs-reconstruction grid")
+    p.add_argument("--cpu", action="store_true", help="force CPU (also for multi-process gloo runs)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run)
+
+
+def load_tokenizer(model_dir: str | Path):
+    """Load a saved tokenizer, choosing its class from ``config.json``'s ``_class_name``."""
+    model_dir = Path(model_dir)
+    config_file = model_dir / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"--model {model_dir}: no config.json (expected a saved model directory)")
+    class_name = json.loads(config_file.read_text()).get("_class_name")
+    if class_name not in MODEL_CLASSES:
+        raise ValueError(f"--model {model_dir}: _class_name {class_name!r} is not one of {sorted(MODEL_CLASSES)}")
+    module_name, attr = MODEL_CLASSES[class_name]
+    cls = getattr(importlib.import_module(module_name), attr)
+    return cls.from_pretrained(str(model_dir))
+
+
+def run(args) -> int:
+    from accelerate import Accelerator
+
+    from ..metrics import default_feature_extractors, evaluate_tokenizer, metrics_markdown_row
+    from ..metrics.eval_data import image_batches, load_image_dataset
+    from ..metrics.evaluation import MARKDOWN_HEADER
+
+    if args.num_images is not None and args.num_images < 1:
+        logger.error("--num-images must be >= 1; got %d", args.num_images)
+        return 1
+    try:
+        model = load_tokenizer(args.model)
+        dataset = load_image_dataset(data=args.data, dataset_name=args.dataset_name, split=args.split)
+    except (FileNotFoundError, ValueError) as e:
+        logger.error("%s", e)
+        return 1
+    accelerator = Accelerator(cpu=args.cpu)
+    model = model.to(accelerator.device).eval()
+    batches = image_batches(
+        dataset, resolution=args.resolution, batch_size=args.batch_size, num_images=args.num_images,
+        rank=accelerator.process_index, world_size=accelerator.num_processes,
+    )  # fmt: skip
+    out = Path(args.output_dir)
+    metrics = evaluate_tokenizer(
+        model, batches, feature_extractors=default_feature_extractors(args.inception_weights),
+        output_dir=out, num_grid_images=args.num_grid_images, progress=not args.no_progress,
+    )  # fmt: skip
+    metrics.update(
+        model=str(args.model), dataset=args.data or args.dataset_name, split=args.split, resolution=args.resolution,
+        model_class=type(model).__name__,
+    )  # fmt: skip
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (out / "metrics.md").write_text(MARKDOWN_HEADER + "\n" + metrics_markdown_row(metrics, Path(args.model).name) + "\n")
+        logger.info("wrote %s: %s", out / "metrics.json", {k: v for k, v in metrics.items() if isinstance(v, float)})
+    accelerator.wait_for_everyone()
+    return 0

@@ -1,0 +1,371 @@
+"""CODA (Liu et al. 2025, arXiv 2503.17760): a pretrained continuous VAE becomes a discrete tokenizer.
+
+``images -> frozen AutoencoderKL encoder (+ LoRA) -> z = (latent - shift) * scale -> multi-scale residual
+attention quantizer -> z_q / scale + shift -> AutoencoderKL decoder (+ LoRA) -> images``.
+
+Only the LoRA weights and the quantizer train; the base VAE is frozen. The whole model is one diffusers
+``ModelMixin`` whose ``config.json`` also carries ``model_type="coda_vq"``, so the same directory loads
+through transformers (:mod:`coda_hf.transformers_integration`).
+
+Image size policy: the model itself only accepts ``(B, 3, H, W)`` float images with ``H`` and ``W``
+divisible by :attr:`CodaVQModel.downsample_factor` and raises ``ValueError`` otherwise. Resizing and
+cropping to a multiple is the job of :class:`coda_hf.image_processing.CodaImageProcessor` (used by the
+pipeline and the CLI).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+
+from ..quantizers import build_quantizer
+from ..quantizers.multiscale import MAR_SCALES
+from ..quantizers.output import QuantizerOutput, flatten_indices
+from .lora import add_conv_lora, merge_conv_lora
+from .outputs import CodaEncoderOutput, CodaVQOutput
+from .presets import CONV_TARGETS, DEFAULT_CODEBOOK_SIZE, DEFAULT_LORA_RANK, coda_quantizer, get_preset
+
+MODEL_TYPE = "coda_vq"  # transformers AutoConfig key, written into config.json
+
+
+def clean_vae_config(config: Any) -> dict[str, Any]:
+    """A JSON-safe copy of an AutoencoderKL config without the private ``_`` keys."""
+    out = {}
+    for k, v in dict(config).items():
+        if k.startswith("_"):
+            continue
+        out[k] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+class CodaVQModel(ModelMixin, ConfigMixin):
+    """CODA discrete tokenizer on top of a (frozen) diffusers ``AutoencoderKL``.
+
+    Args:
+        vae_config: the nested ``AutoencoderKL`` config (``None``: AutoencoderKL defaults). Weights come from
+            :meth:`from_vae` or :meth:`from_pretrained`.
+        shift_factor / scaling_factor: latent normalisation ``z = (latent - shift) * scale`` before the
+            quantizer, inverted before the decoder (FLUX: 0.1159 / 0.3611).
+        encoder_lora_rank / encoder_lora_alpha / encoder_lora_target_modules: LoRA on the encoder's Conv2d
+            layers whose names end with a target (rank 0: no LoRA; alpha ``None``: equal to the rank).
+        decoder_lora_rank / decoder_lora_alpha / decoder_lora_target_modules: the same for the decoder.
+        quantizer: ``{"name": <registered quantizer>, **kwargs}``; ``dim`` defaults to the VAE's latent
+            channels. Default: CODA's multi-scale residual attention quantizer, 10 levels (MAR scales), one
+            shared codebook of 65536 codes. The saved config holds the quantizer's full arguments.
+        sample_posterior: in training, quantize a sample of the VAE posterior (as the authors do); eval always
+            uses the posterior mean.
+        model_type: fixed ``"coda_vq"``; stored so transformers' ``AutoConfig`` reads the same config.json.
+    """
+
+    _supports_gradient_checkpointing = False
+
+    @register_to_config
+    def __init__(
+        self,
+        vae_config: dict[str, Any] | None = None,
+        shift_factor: float = 0.0,
+        scaling_factor: float = 1.0,
+        encoder_lora_rank: int = 0,
+        encoder_lora_alpha: float | None = None,
+        encoder_lora_target_modules: list[str] | None = None,
+        decoder_lora_rank: int = 0,
+        decoder_lora_alpha: float | None = None,
+        decoder_lora_target_modules: list[str] | None = None,
+        quantizer: dict[str, Any] | None = None,
+        sample_posterior: bool = True,
+        model_type: str = MODEL_TYPE,
+    ):
+        super().__init__()
+        if model_type != MODEL_TYPE:
+            raise ValueError(f"CodaVQModel config has model_type {model_type!r}; expected {MODEL_TYPE!r}")
+        if scaling_factor == 0:
+            raise ValueError("scaling_factor must be non-zero")
+        self.vae = AutoencoderKL.from_config(dict(vae_config or {}))
+        self.vae.requires_grad_(False)  # the base VAE is frozen; LoRA and the quantizer train
+        latent_channels = int(self.vae.config.latent_channels)
+        qcfg = dict(quantizer if quantizer is not None else coda_quantizer(MAR_SCALES, DEFAULT_CODEBOOK_SIZE))
+        if "name" not in qcfg:
+            raise ValueError(f"quantizer config needs a 'name' (a registered quantizer); got {qcfg}")
+        name = qcfg.pop("name")
+        qcfg.setdefault("dim", latent_channels)
+        self.quantizer = build_quantizer(name, **qcfg)
+        if getattr(self.quantizer, "dim", latent_channels) != latent_channels:
+            raise ValueError(f"quantizer dim {self.quantizer.dim} must equal the VAE latent channels {latent_channels}")
+        lora = {
+            "encoder": (encoder_lora_rank, encoder_lora_alpha, encoder_lora_target_modules),
+            "decoder": (decoder_lora_rank, decoder_lora_alpha, decoder_lora_target_modules),
+        }
+        for part, (rank, alpha, targets) in lora.items():
+            if int(rank) < 0:
+                raise ValueError(f"{part}_lora_rank must be >= 0 (0 = no LoRA); got {rank}")
+            if rank:
+                # Rebuilt from the config BEFORE any weights load, so unfused checkpoints
+                # (``...conv1.base_layer.weight`` + ``lora_A/B``) load every key.
+                self._add_lora(part, int(rank), alpha, targets)
+        self.register_to_config(vae_config=clean_vae_config(self.vae.config), quantizer=self.quantizer.to_dict())
+
+    @property
+    def quantizer(self):
+        """The quantizer module (a property: the config key ``quantizer`` holds its arguments)."""
+        return self._modules["quantizer"]
+
+    def _add_lora(self, part: str, rank: int, alpha: float | None, targets: list[str] | None) -> None:
+        targets = list(targets) if targets else list(CONV_TARGETS)
+        alpha = float(rank if alpha is None else alpha)
+        add_conv_lora(getattr(self.vae, part), rank, alpha, targets)
+        self.register_to_config(
+            **{f"{part}_lora_rank": int(rank), f"{part}_lora_alpha": alpha, f"{part}_lora_target_modules": targets}
+        )
+
+    # ----------------------------------------------------------------- geometry
+    @property
+    def downsample_factor(self) -> int:
+        """Image pixels per latent pixel along each side: ``2 ** (len(block_out_channels) - 1)``."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def codebook_size(self) -> int:
+        return int(self.quantizer.codebook_size)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.config.latent_channels)
+
+    def latent_size(self, height: int, width: int) -> tuple[int, int]:
+        """Latent grid of an ``(H, W)`` image; ``ValueError`` unless both are multiples of the factor."""
+        f = self.downsample_factor
+        if height < f or width < f or height % f or width % f:
+            raise ValueError(
+                f"image size ({height}, {width}) must be a positive multiple of the downsample factor {f}; "
+                "resize/crop first (CodaImageProcessor does this)"
+            )
+        return height // f, width // f
+
+    def level_shapes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """Per-level ``(h_l, w_l)`` token grids for an ``(H, W)`` IMAGE."""
+        return self.quantizer.level_shapes(*self.latent_size(height, width))
+
+    def num_tokens(self, height: int, width: int) -> int:
+        """Tokens per ``(H, W)`` image (sum over levels)."""
+        return sum(h * w for h, w in self.level_shapes(height, width))
+
+    def get_last_layer(self) -> torch.Tensor:
+        """The decoder's output conv weight (for the VQGAN adaptive GAN weight)."""
+        conv = self.vae.decoder.conv_out
+        return getattr(conv, "base_layer", conv).weight
+
+    # ----------------------------------------------------------------- latents
+    def _check_images(self, images: torch.Tensor) -> None:
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"images must be a (B, 3, H, W) float tensor in [-1, 1]; got {shape}")
+        if not images.dtype.is_floating_point:
+            raise ValueError(f"images must be a float tensor in [-1, 1]; got dtype {images.dtype}")
+        self.latent_size(*images.shape[-2:])
+
+    def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` images -> ``(B, C, H/f, W/f)`` continuous NORMALISED latents.
+
+        Posterior sample in training when ``sample_posterior``; posterior mean otherwise.
+        """
+        self._check_images(images)
+        posterior = self.vae.encode(images.to(self.vae.dtype)).latent_dist
+        latent = posterior.sample() if (self.training and self.config.sample_posterior) else posterior.mode()
+        return (latent - self.config.shift_factor) * self.config.scaling_factor
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """``(B, C, h, w)`` normalised latents (quantized or continuous) -> ``(B, 3, h f, w f)`` images."""
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or latents.shape[1] != self.latent_channels:
+            shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+            raise ValueError(f"latents must be a (B, {self.latent_channels}, h, w) tensor; got {shape}")
+        latent = latents / self.config.scaling_factor + self.config.shift_factor
+        return self.vae.decode(latent.to(self.vae.dtype)).sample
+
+    # ----------------------------------------------------------------- encode / decode
+    def quantize(self, latents: torch.Tensor, with_losses: bool = True) -> QuantizerOutput:
+        """Run the quantizer on ``(B, C, h, w)`` normalised latents.
+
+        ``with_losses=False`` in eval mode skips the quantizer's eval-time losses (sub-modules with an
+        ``eval_losses`` switch, e.g. the attention quantizer, whose entropy term is a full softmax over the
+        codebook per token): indices and quantized latents are unchanged, ``losses`` is then empty.
+        """
+        if with_losses or self.quantizer.training:
+            return self.quantizer(latents)
+        switches = [m for m in self.quantizer.modules() if isinstance(getattr(m, "eval_losses", None), bool)]
+        saved = [m.eval_losses for m in switches]
+        try:
+            for m in switches:
+                m.eval_losses = False
+            return self.quantizer(latents)
+        finally:
+            for m, v in zip(switches, saved):
+                m.eval_losses = v
+
+    def encode(self, images: torch.Tensor) -> CodaEncoderOutput:
+        """``(B, 3, H, W)`` images in ``[-1, 1]`` -> indices per level, quantized latents, token ids.
+
+        Tokenization only: the quantizer's eval-time losses are skipped (see :meth:`quantize`).
+        """
+        latents = self.encode_latents(images)
+        q = self.quantize(latents, with_losses=False)
+        return CodaEncoderOutput(
+            indices=q.indices, quantized=q.quantized, latents=latents, token_ids=flatten_indices(q.indices)
+        )
+
+    def _infer_latent_size(self, num_tokens: int) -> tuple[int, int]:
+        for s in range(1, int(math.isqrt(num_tokens)) + 2):
+            if self.quantizer.num_tokens(s, s) == num_tokens:
+                return s, s
+        raise ValueError(
+            f"cannot infer a square latent size from {num_tokens} tokens per image; pass latent_size=(h, w)"
+        )
+
+    def indices_to_latents(
+        self, indices: list[torch.Tensor] | torch.Tensor, latent_size: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """Indices per level, or ``(B, N)`` token ids, -> ``(B, C, h, w)`` quantized normalised latents.
+
+        ``latent_size``: the LATENT grid ``(h, w)`` for token ids (inferred for square grids when omitted).
+        Raises ``ValueError`` naming the level and the valid range for out-of-range indices.
+        """
+        if isinstance(indices, torch.Tensor):
+            if indices.ndim != 2:
+                raise ValueError(
+                    f"token ids must be (B, N); got shape {tuple(indices.shape)} (or pass a list per level)"
+                )
+            if latent_size is None:
+                latent_size = self._infer_latent_size(indices.shape[1])
+        return self.quantizer.decode_indices(indices, latent_size=latent_size)
+
+    def decode(
+        self, indices: list[torch.Tensor] | torch.Tensor, latent_size: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """Indices (list of ``(B, h_l, w_l)``) or ``(B, N)`` token ids -> ``(B, 3, H, W)`` images in ``[-1, 1]``.
+
+        The decoder output is clamped to ``[-1, 1]`` (``forward`` and :meth:`decode_latents` are not clamped,
+        so training losses see the raw output). ``latent_size``: see :meth:`indices_to_latents`.
+        """
+        return self.decode_latents(self.indices_to_latents(indices, latent_size)).clamp(-1.0, 1.0)
+
+    def forward(self, images: torch.Tensor) -> CodaVQOutput:
+        """Reconstruct ``images``; returns the sample with the quantizer's losses and statistics."""
+        latents = self.encode_latents(images)
+        q = self.quantizer(latents)
+        return CodaVQOutput(
+            sample=self.decode_latents(q.quantized), losses=q.losses, stats=q.stats, indices=q.indices,
+            quantized=q.quantized, latents=latents,
+        )  # fmt: skip
+
+    # ----------------------------------------------------------------- saving
+    def default_image_processor(self):
+        """A :class:`~coda_hf.image_processing.CodaImageProcessor` matching this model: shorter side to
+        ``min(vae sample_size, 256)``, crop to a multiple of :attr:`downsample_factor`."""
+        from ..image_processing import CodaImageProcessor
+
+        side = min(int(self.vae.config.sample_size or 256), 256)
+        return CodaImageProcessor(size={"shortest_edge": side}, size_divisor=self.downsample_factor)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """diffusers ``save_pretrained`` (safetensors) plus a ``preprocessor_config.json`` for transformers
+        (the default :meth:`default_image_processor`, unless the directory already has one)."""
+        kwargs.setdefault("safe_serialization", True)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True) and not os.path.isfile(
+            os.path.join(save_directory, "preprocessor_config.json")
+        ):
+            self.default_image_processor().save_pretrained(save_directory)
+
+    # ----------------------------------------------------------------- LoRA
+    def merge_lora(self) -> CodaVQModel:
+        """Fuse the LoRA weights into the base convs (in place); the config then has LoRA rank 0.
+
+        ``save_pretrained`` afterwards writes a plain fused inference checkpoint. Returns ``self``.
+        """
+        for part in ("encoder", "decoder"):
+            merge_conv_lora(getattr(self.vae, part))
+            self.register_to_config(**{f"{part}_lora_rank": 0})
+        self.vae.requires_grad_(False)
+        return self
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_vae(
+        cls,
+        vae: AutoencoderKL | str | os.PathLike,
+        subfolder: str | None = None,
+        quantizer: dict[str, Any] | None = None,
+        lora: dict[str, Any] | None = None,
+        preset: str | None = None,
+        shift_factor: float | None = None,
+        scaling_factor: float | None = None,
+        sample_posterior: bool = True,
+        **vae_kwargs: Any,
+    ) -> CodaVQModel:
+        """Turn a pretrained ``AutoencoderKL`` (object, local directory or Hub id) into a CODA tokenizer.
+
+        Args:
+            vae: an ``AutoencoderKL`` or anything ``AutoencoderKL.from_pretrained`` accepts.
+            subfolder: e.g. ``"vae"`` for a diffusers pipeline repository.
+            quantizer: quantizer config (default: the preset's, else CODA's 10-level MAR schedule).
+            lora: ``{"rank", "alpha", "target_modules"}`` for encoder and decoder alike, or
+                ``{"encoder": {...}, "decoder": {...}}``; rank 0 disables one side. Default: the preset's,
+                else rank 32 on ``conv1``/``conv2`` of both.
+            preset: a name of :data:`coda_hf.models.presets.PRESETS` (``"sd-vae"``, ``"sdxl-vae"``,
+                ``"flux-vae"``, ``"mar-vae"``); checked against the VAE's latent channels and factor.
+            shift_factor / scaling_factor: override the preset's / the VAE config's values.
+            sample_posterior: see :class:`CodaVQModel`.
+            vae_kwargs: passed to ``AutoencoderKL.from_pretrained`` (``revision``, ``torch_dtype``...).
+        """
+        if isinstance(vae, AutoencoderKL):
+            if subfolder is not None or vae_kwargs:
+                raise ValueError("subfolder / loading kwargs only apply when `vae` is a path or Hub id")
+        elif isinstance(vae, (str, os.PathLike)):
+            vae = AutoencoderKL.from_pretrained(vae, subfolder=subfolder, **vae_kwargs)
+        else:
+            raise ValueError(f"vae must be an AutoencoderKL, a local directory or a Hub id; got {type(vae).__name__}")
+        recipe = get_preset(preset) if preset is not None else {}
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        if recipe:
+            if recipe["latent_channels"] != vae.config.latent_channels or recipe["downsample_factor"] != factor:
+                raise ValueError(
+                    f"preset {preset!r} expects a {recipe['latent_channels']}-channel, {recipe['downsample_factor']}x "
+                    f"VAE; this VAE has {vae.config.latent_channels} channels and {factor}x downsampling"
+                )
+        if shift_factor is None:
+            shift_factor = recipe.get("shift_factor", getattr(vae.config, "shift_factor", None) or 0.0)
+        if scaling_factor is None:
+            scaling_factor = recipe.get("scaling_factor", getattr(vae.config, "scaling_factor", None) or 1.0)
+        if quantizer is None:
+            quantizer = recipe.get("quantizer") or coda_quantizer(MAR_SCALES, DEFAULT_CODEBOOK_SIZE)
+        if lora is None:
+            lora = recipe.get("lora") or {"rank": DEFAULT_LORA_RANK, "target_modules": list(CONV_TARGETS)}
+        sides = lora if ("encoder" in lora or "decoder" in lora) else {"encoder": lora, "decoder": lora}
+        unknown = set(sides) - {"encoder", "decoder"}
+        if unknown:
+            raise ValueError(f"lora config: unknown keys {sorted(unknown)}; use rank/alpha/target_modules or encoder/decoder")
+
+        model = cls(
+            vae_config=clean_vae_config(vae.config), shift_factor=float(shift_factor),
+            scaling_factor=float(scaling_factor), quantizer=quantizer, sample_posterior=sample_posterior,
+        )  # fmt: skip
+        # Copy the pretrained weights into the plain VAE first, then wrap the convs in LoRA.
+        model.vae.load_state_dict(vae.state_dict(), strict=True)
+        if vae.dtype != torch.float32:
+            model.vae.to(dtype=vae.dtype)
+        for part in ("encoder", "decoder"):
+            side = dict(sides.get(part) or {})
+            bad = set(side) - {"rank", "alpha", "target_modules"}
+            if bad:
+                raise ValueError(f"lora config for the {part}: unknown keys {sorted(bad)}")
+            rank = int(side.get("rank", 0))
+            if rank < 0:
+                raise ValueError(f"lora rank of the {part} must be >= 0; got {rank}")
+            if rank:
+                model._add_lora(part, rank, side.get("alpha"), side.get("target_modules"))
+        return model

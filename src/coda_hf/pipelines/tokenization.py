@@ -1,0 +1,48 @@
+"""transformers pipeline of the ``image-tokenization`` task: images -> discrete tokens per image.
+
+``transformers.pipeline(task="image-tokenization", model=<saved CodaVQModel dir>)`` (after
+``import coda_hf.transformers_integration``) accepts a path, PIL image or numpy array, or a list of them,
+and returns per image ``{"token_ids": (N,) long tensor, "indices": [(h_l, w_l) per level],
+"level_shapes": [(h_l, w_l)], "image_size": (H, W)}`` where ``(H, W)`` is the processed size (see
+:class:`coda_hf.image_processing.CodaImageProcessor` for the resize/crop policy).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import Pipeline
+
+from ..image_io import load_image
+
+TASK = "image-tokenization"
+
+
+class CodaTokenizerPipeline(Pipeline):
+    """Tokenize images with a CODA (or any ``coda_vq``) tokenizer."""
+
+    _load_processor = False
+    _load_image_processor = True
+    _load_feature_extractor = False
+    _load_tokenizer = False
+
+    def _sanitize_parameters(self, **kwargs):
+        return {}, {}, {}
+
+    def preprocess(self, image):
+        pil = load_image(image)  # ImageLoadError names a bad file
+        inputs = self.image_processor(pil, return_tensors="pt")
+        return {"pixel_values": inputs["pixel_values"].to(self.dtype or torch.float32)}
+
+    def _forward(self, model_inputs):
+        out = self.model(pixel_values=model_inputs["pixel_values"])
+        height, width = model_inputs["pixel_values"].shape[-2:]
+        return {"token_ids": out["token_ids"], "indices": list(out["indices"]), "image_size": (height, width)}
+
+    def postprocess(self, model_outputs):
+        indices = [idx[0].cpu() for idx in model_outputs["indices"]]  # (h_l, w_l) per level
+        return {
+            "token_ids": model_outputs["token_ids"][0].cpu(),  # (N,) level-major
+            "indices": indices,
+            "level_shapes": [tuple(idx.shape) for idx in indices],
+            "image_size": tuple(int(s) for s in model_outputs["image_size"]),
+        }

@@ -1,0 +1,119 @@
+"""Build the model a training run optimises, and save it at the end.
+
+* ``coda``: :meth:`CodaVQModel.from_vae` on a pretrained AutoencoderKL (frozen base + LoRA + quantizer).
+* ``vqgan``: :class:`VQGANModel` from scratch.
+* ``vae``: a continuous (beta-)VAE, a diffusers ``AutoencoderKL`` from scratch, trained through
+  :class:`KLAutoencoderForTraining` so the loop sees the same ``forward(images) -> .sample/.losses/.stats``
+  interface as the tokenizers (plus the posterior for the KL term).
+* ``--pretrained_model``: any of the three loaded with ``from_pretrained`` to fine-tune.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+from torch import nn
+
+from .config import TrainingConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class KLAutoencoderOutput:
+    """``forward`` of :class:`KLAutoencoderForTraining`.
+
+    Attributes:
+        sample: ``(B, 3, H, W)`` reconstruction from a posterior SAMPLE (training-time VAE).
+        posterior: the diagonal Gaussian ``q(z | x)`` over ``(B, C, h, w)`` latents (KL term).
+        losses / stats: empty (a continuous VAE has no quantizer terms); same fields as the tokenizers.
+    """
+
+    sample: torch.Tensor
+    posterior: DiagonalGaussianDistribution
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class KLAutoencoderForTraining(nn.Module):
+    """Training view of a diffusers ``AutoencoderKL``: encode, sample the posterior, decode."""
+
+    def __init__(self, vae: AutoencoderKL):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, images: torch.Tensor) -> KLAutoencoderOutput:
+        posterior = self.vae.encode(images).latent_dist  # over (B, latent_channels, H/f, W/f)
+        sample = self.vae.decode(posterior.sample()).sample  # (B, 3, H, W)
+        return KLAutoencoderOutput(sample=sample, posterior=posterior)
+
+    def get_last_layer(self) -> torch.Tensor:
+        return self.vae.decoder.conv_out.weight
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
+        self.vae.save_pretrained(save_directory, **kwargs)
+
+
+def _reinit_quantizer(model: nn.Module, quantizer: dict[str, Any]) -> None:
+    """Replace a loaded tokenizer's quantizer by a freshly initialised one (``--reinit_codebook``)."""
+    from ..quantizers import build_quantizer
+
+    spec = dict(quantizer or model.quantizer.to_dict())
+    name = spec.pop("name")
+    spec.setdefault("dim", getattr(model.quantizer, "dim", None))
+    if spec["dim"] is None:
+        spec.pop("dim")
+    new = build_quantizer(name, **spec).to(next(model.quantizer.parameters(), torch.empty(0)).device)
+    model.quantizer = new
+    model.register_to_config(quantizer=new.to_dict())
+    logger.info("re-initialised the codebook: %s", new.to_dict())
+
+
+def build_model(config: TrainingConfig) -> nn.Module:
+    """The trainable module of ``config.model`` (see the module docstring)."""
+    kwargs = dict(config.model_kwargs)
+    if config.model == "vae":
+        if config.pretrained_model:
+            vae = AutoencoderKL.from_pretrained(config.pretrained_model, subfolder=config.vae_subfolder, **kwargs)
+        else:
+            vae = AutoencoderKL(**kwargs)
+        return KLAutoencoderForTraining(vae)
+
+    if config.model == "vqgan":
+        from ..models.vqgan import VQGANModel
+
+        if config.pretrained_model:
+            model = VQGANModel.from_pretrained(config.pretrained_model, **kwargs)
+        else:
+            model = VQGANModel(quantizer=config.quantizer or None, **kwargs)
+    else:
+        from ..models.coda_vq import CodaVQModel
+
+        if config.pretrained_model:
+            model = CodaVQModel.from_pretrained(config.pretrained_model, **kwargs)
+        else:
+            extra = dict(kwargs)
+            if config.vae_subfolder is not None:
+                extra["subfolder"] = config.vae_subfolder
+            if config.preset is not None:
+                extra["preset"] = config.preset
+            if config.quantizer:
+                extra["quantizer"] = config.quantizer
+            model = CodaVQModel.from_vae(config.pretrained_vae, **extra)
+    if config.pretrained_model and config.reinit_codebook:
+        _reinit_quantizer(model, config.quantizer)
+    elif config.pretrained_model and config.quantizer:
+        logger.warning("--quantizer options are ignored when fine-tuning without --reinit_codebook: the "
+                       "pretrained model's codebook and quantizer are kept")
+    return model
+
+
+def save_model(model: nn.Module, output_dir: str | Path) -> None:
+    """``save_pretrained`` (safetensors) of the tokenizer, or of the bare ``AutoencoderKL`` for ``vae`` runs."""
+    model.save_pretrained(str(output_dir), safe_serialization=True)

@@ -1,0 +1,506 @@
+"""Offline tests of coda_hf.data: tiling, splitting, shards, manifests, IDX parsing, transforms, CLI.
+
+No apt / network: Debian packages are replaced by fake extracted trees in tmp_path.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from datasets.distributed import split_dataset_by_node
+from PIL import Image
+
+from coda_hf.cli import main as cli_main
+from coda_hf.data import (
+    ExtractedPackage,
+    PackageFetchError,
+    center_crop_resize,
+    collate_images,
+    collect_photos,
+    fetch_debian_package,
+    image_transform,
+    iter_multiscale_tiles,
+    load_image_shards,
+    photo_shard_dir,
+    pil_to_tensor,
+    prepare_fashion_mnist,
+    prepare_photo_dataset,
+    random_resized_crop_and_flip,
+    read_copyright,
+    read_idx,
+    split_groups,
+    tensor_to_pil,
+    write_idx,
+)
+from coda_hf.data import debian as debian_module
+from coda_hf.data.photo_allowlist import DEBIAN_SOURCES, DebianPhotoSource, PhotoSpec
+
+FAKE_COPYRIGHT = """Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: fake-photos
+
+Files: *
+Copyright: 2020 Someone
+License: GPL-2+
+
+Files: special/*.png
+Copyright: 2021 Someone Else
+License: CC-BY-SA-4.0
+
+Files: debian/*
+Copyright: 2022 Packager
+License: MIT
+"""
+
+
+# ----------------------------------------------------------------------------------------------- fixtures
+
+
+def _fake_package(root: Path, name: str, files: dict[str, Image.Image | bytes]) -> ExtractedPackage:
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, Image.Image):
+            content.save(path)
+        else:
+            path.write_bytes(content)
+    doc = root / "usr" / "share" / "doc" / name
+    doc.mkdir(parents=True, exist_ok=True)
+    (doc / "copyright").write_text(FAKE_COPYRIGHT)
+    return ExtractedPackage(name=name, version="1.0-1", deb_path=root / f"{name}_1.0-1_all.deb", root=root)
+
+
+@pytest.fixture(scope="module")
+def fake_photo_source(tmp_path_factory):
+    """A fake extracted 'fake-photos' package with 4 real photos (crops of skimage photos), 3 scenes."""
+    root = tmp_path_factory.mktemp("fake-photos")
+    prefix = "usr/share/backgrounds/fake/"
+    coffee, chelsea = Image.fromarray(skimage.data.coffee()), Image.fromarray(skimage.data.chelsea())
+    files = {
+        prefix + "nature/coffee_a.jpg": coffee.crop((0, 0, 300, 200)),
+        prefix + "nature/coffee_b.jpg": coffee.crop((250, 150, 600, 400)),  # same scene as coffee_a
+        prefix + "special/cat.png": chelsea.crop((0, 0, 256, 200)),
+        prefix + "nature/cat_small.jpg": chelsea.crop((200, 100, 451, 300)),
+    }
+    package = _fake_package(root, "fake-photos", files)
+    source = DebianPhotoSource(
+        package="fake-photos", installed_prefix=prefix, upstream_prefix="",
+        photos=(
+            PhotoSpec(prefix + "nature/coffee_a.jpg", "fake/coffee", "photo"),
+            PhotoSpec(prefix + "nature/coffee_b.jpg", "fake/coffee", "same scene"),
+            PhotoSpec(prefix + "special/cat.png", "fake/cat", "photo"),
+            PhotoSpec(prefix + "nature/cat_small.jpg", "fake/cat_small", "photo"),
+        ),
+    )
+
+    def fetch(name, cache_dir):
+        assert name == "fake-photos", name
+        return package
+
+    return source, fetch
+
+
+PHOTO_KW = dict(tile_sizes=(32,), levels=(1, 2, 4), train_shards=4, eval_shards=2, eval_fraction=0.3)
+
+
+@pytest.fixture(scope="module")
+def photo_dataset(tmp_path_factory, fake_photo_source):
+    source, fetch = fake_photo_source
+    out = tmp_path_factory.mktemp("photos")
+    manifest = prepare_photo_dataset(
+        out, tmp_path_factory.mktemp("cache"), sources=("fake-photos", "skimage"), debian_sources=(source,),
+        fetch=fetch, seed=0, **PHOTO_KW,
+    )
+    return out, manifest
+
+
+def _rows(out: Path, split: str, tile_size: int = 32) -> list[tuple]:
+    ds = load_image_shards(photo_shard_dir(out, tile_size), split, streaming=False)
+    return [(r["photo_id"], r["level"], r["x"], r["y"], r["image"].tobytes()) for r in ds]
+
+
+# ----------------------------------------------------------------------------------------------- tiling / split
+
+
+def test_multiscale_tiles_counts_sizes_and_content():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8))
+    tiles = list(iter_multiscale_tiles(image, 32, levels=(1, 2, 4, 8)))
+    # level 1: 48x32 -> 1 tile; level 2: 96x64 -> 3x2; level 4: 192x128 -> 6x4; level 8 (256 > 200) skipped.
+    assert [sum(t.level == lv for t in tiles) for lv in (1, 2, 4, 8)] == [1, 6, 24, 0]
+    assert all(t.image.size == (32, 32) and t.image.mode == "RGB" for t in tiles)
+    level4 = image.resize((192, 128), Image.Resampling.LANCZOS)
+    t = next(t for t in tiles if t.level == 4 and t.x == 64 and t.y == 32)
+    assert np.array_equal(np.asarray(t.image), np.asarray(level4.crop((64, 32, 96, 64))))
+
+
+def test_multiscale_tiles_stride_and_errors():
+    image = Image.new("RGB", (96, 64), "red")
+    assert len(list(iter_multiscale_tiles(image, 32, levels=(2,)))) == 6
+    assert len(list(iter_multiscale_tiles(image, 32, levels=(2,), stride=16))) == 5 * 3
+    with pytest.raises(ValueError, match="stride"):
+        list(iter_multiscale_tiles(image, 32, stride=0))
+    with pytest.raises(ValueError, match="levels"):
+        list(iter_multiscale_tiles(image, 32, levels=(0,)))
+
+
+def test_split_groups_disjoint_stratified_deterministic():
+    groups = {f"a{i}": "a" for i in range(10)} | {f"b{i}": "b" for i in range(3)} | {"c0": "c"}
+    train, evaluation = split_groups(groups, 0.2, seed=1)
+    assert not set(train) & set(evaluation)
+    assert set(train) | set(evaluation) == set(groups)
+    assert sum(g.startswith("a") for g in evaluation) == 2
+    assert sum(g.startswith("b") for g in evaluation) == 1  # at least one per source with >= 2 groups
+    assert "c0" in train  # a single-scene source stays in train
+    assert split_groups(groups, 0.2, seed=1) == (train, evaluation)
+    assert any(split_groups(groups, 0.2, seed=s)[1] != evaluation for s in range(2, 8))
+    assert split_groups(groups, 0.0, seed=1)[1] == []
+    with pytest.raises(ValueError, match="eval_fraction"):
+        split_groups(groups, 1.0, seed=0)
+
+
+# ----------------------------------------------------------------------------------------------- debian helpers
+
+
+def test_read_copyright_dep5_last_match_wins(tmp_path):
+    path = tmp_path / "copyright"
+    path.write_text(FAKE_COPYRIGHT)
+    c = read_copyright(path)
+    assert c.default_license == "GPL-2+"
+    assert c.license_for("nature/a.jpg") == "GPL-2+"
+    assert c.license_for("special/cat.png") == "CC-BY-SA-4.0"
+    assert c.license_for("special/cat.jpg") == "GPL-2+"
+    path.write_text("This package was debianized by someone.\nLicense: BSD-3-Clause\n")
+    assert read_copyright(path).license_for("x.png") == "BSD-3-Clause"
+
+
+def test_fetch_debian_package_reports_apt_failure(tmp_path, monkeypatch):
+    class Failed:
+        returncode, stdout, stderr = 100, "", "E: Unable to locate package nope-pkg"
+
+    calls = []
+    monkeypatch.setattr(debian_module, "_run", lambda cmd, cwd=None: calls.append(cmd) or Failed())
+    with pytest.raises(PackageFetchError, match="nope-pkg"):
+        fetch_debian_package("nope-pkg", tmp_path)
+    assert ["apt-get", "update"] in calls  # retried once after an update
+    with pytest.raises(ValueError, match="package name"):
+        fetch_debian_package("Bad Name;rm", tmp_path)
+
+
+def test_real_allowlist_maps_to_upstream_paths():
+    opencv = next(s for s in DEBIAN_SOURCES if s.package == "opencv-doc")
+    assert opencv.upstream_path(opencv.photos[0].path).startswith("samples/data/")
+    for source in DEBIAN_SOURCES:
+        paths = [p.path for p in source.photos]
+        assert len(paths) == len(set(paths)), source.package
+        assert all(p.startswith(source.installed_prefix) for p in paths)
+    with pytest.raises(ValueError, match="not under"):
+        opencv.upstream_path("usr/bin/x")
+
+
+# ----------------------------------------------------------------------------------------------- photo dataset
+
+
+def test_photo_manifest_records_provenance_and_counts(photo_dataset):
+    out, manifest = photo_dataset
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    photos = {p["photo_id"]: p for p in manifest["photos"]}
+    fake = {k: v for k, v in photos.items() if v["source"] == "fake-photos"}
+    assert len(fake) == 4 and manifest["sources"]["fake-photos"]["photos"] == 4
+    assert manifest["sources"]["skimage"]["photos"] == 7
+    cat = fake["fake-photos:usr/share/backgrounds/fake/special/cat.png"]
+    assert cat["license"] == "CC-BY-SA-4.0" and cat["package_version"] == "1.0-1"
+    assert cat["license_file"] == "usr/share/doc/fake-photos/copyright"
+    assert fake["fake-photos:usr/share/backgrounds/fake/nature/coffee_a.jpg"]["license"] == "GPL-2+"
+    assert photos["skimage:chelsea.png"]["license"].startswith("CC0")
+    for split in ("train", "eval"):
+        info = manifest["splits"]["32"][split]
+        assert info["tiles"] == sum(p["tiles"]["32"] for p in photos.values() if p["split"] == split)
+        assert info["tiles"] == len(_rows(out, split))
+    # a 256x200 photo at levels 1, 2, 4: 1 + 2x2 + (164x128 -> 5x4) tiles
+    assert cat["tiles"]["32"] == 1 + 4 + 20
+
+
+def test_no_photo_or_scene_in_both_splits(photo_dataset):
+    out, manifest = photo_dataset
+    train_ids = {r[0] for r in _rows(out, "train")}
+    eval_ids = {r[0] for r in _rows(out, "eval")}
+    assert train_ids and eval_ids and not train_ids & eval_ids
+    group_of = {p["photo_id"]: p["group"] for p in manifest["photos"]}
+    assert not {group_of[i] for i in train_ids} & {group_of[i] for i in eval_ids}
+    coffee_splits = {p["split"] for p in manifest["photos"] if p["group"] == "fake/coffee"}
+    assert len(coffee_splits) == 1
+    assert {p["split"] for p in manifest["photos"] if p["photo_id"] in eval_ids} == {"eval"}
+
+
+def test_shards_stream_and_split_by_node(photo_dataset):
+    out, manifest = photo_dataset
+    ds = load_image_shards(photo_shard_dir(out, 32), "train")
+    assert ds.num_shards == 4
+    keys = []
+    for rank in range(2):
+        part = split_dataset_by_node(ds, rank=rank, world_size=2)
+        assert part.num_shards == 2
+        rows = list(part)
+        assert rows[0]["image"].size == (32, 32)
+        keys.append({(r["photo_id"], r["level"], r["x"], r["y"]) for r in rows})
+    assert keys[0] and keys[1] and not keys[0] & keys[1]
+    assert len(keys[0]) + len(keys[1]) == manifest["splits"]["32"]["train"]["tiles"]
+    with pytest.raises(FileNotFoundError, match="test"):
+        load_image_shards(photo_shard_dir(out, 32), "test")
+
+
+def test_photo_dataset_deterministic_and_resumable(tmp_path, photo_dataset, fake_photo_source):
+    out, manifest = photo_dataset
+    source, fetch = fake_photo_source
+    kw = dict(sources=("fake-photos", "skimage"), debian_sources=(source,), fetch=fetch, **PHOTO_KW)
+    again = prepare_photo_dataset(tmp_path / "a", tmp_path / "cache", seed=0, **kw)
+    assert again["splits"] == manifest["splits"] and again["groups"] == manifest["groups"]
+    assert _rows(tmp_path / "a", "train") == _rows(out, "train")
+    shard = photo_shard_dir(tmp_path / "a", 32) / again["splits"]["32"]["train"]["shards"][0]
+    mtime = shard.stat().st_mtime_ns
+    assert prepare_photo_dataset(tmp_path / "a", tmp_path / "cache", seed=0, **kw) == again
+    assert shard.stat().st_mtime_ns == mtime  # reused, not rewritten
+    prepare_photo_dataset(tmp_path / "a", tmp_path / "cache", seed=0, overwrite=True, **kw)
+    assert shard.stat().st_mtime_ns != mtime
+    other = prepare_photo_dataset(tmp_path / "b", tmp_path / "cache", seed=5, **kw)
+    assert other["groups"] != manifest["groups"] or _rows(tmp_path / "b", "train") != _rows(out, "train")
+
+
+def test_photo_dataset_stride_option(tmp_path, fake_photo_source):
+    source, fetch = fake_photo_source
+    m = prepare_photo_dataset(
+        tmp_path, tmp_path / "cache", tile_sizes=(32,), levels=(2,), stride=16, sources=("fake-photos",),
+        debian_sources=(source,), fetch=fetch, train_shards=2, eval_shards=1, eval_fraction=0.3,
+    )
+    cat = next(p for p in m["photos"] if p["path"].endswith("special/cat.png"))
+    assert cat["tiles"]["32"] == 4 * 3  # 256x200 -> 82x64; stride 16: 4 columns x 3 rows
+    assert m["config"]["stride"] == 16
+
+
+def test_collect_photos_errors(tmp_path, fake_photo_source, monkeypatch, caplog):
+    source, fetch = fake_photo_source
+    with pytest.raises(ValueError, match="unknown photo sources"):
+        collect_photos(tmp_path, sources=("nope",), debian_sources=(source,), fetch=fetch)
+    broken = DebianPhotoSource(source.package, source.installed_prefix, "",
+                               (PhotoSpec(source.installed_prefix + "missing.jpg", "g", "r"),))
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        collect_photos(tmp_path, sources=("fake-photos",), debian_sources=(broken,), fetch=fetch)
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # simulate scikit-learn not installed
+    with caplog.at_level(logging.WARNING):
+        records = collect_photos(tmp_path, sources=("sklearn", "fake-photos"), debian_sources=(source,), fetch=fetch)
+    assert {r.source for r in records} == {"fake-photos"}
+    assert "scikit-learn is not installed" in caplog.text
+
+
+# ----------------------------------------------------------------------------------------------- IDX / fashion
+
+
+def test_read_idx_handcrafted_and_roundtrip(tmp_path):
+    raw = bytes([0, 0, 0x08, 2, 0, 0, 0, 2, 0, 0, 0, 3]) + bytes(range(6))
+    (tmp_path / "tiny-idx2-ubyte").write_bytes(raw)
+    assert read_idx(tmp_path / "tiny-idx2-ubyte").tolist() == [[0, 1, 2], [3, 4, 5]]
+    with gzip.open(tmp_path / "tiny.gz", "wb") as f:
+        f.write(raw)
+    assert read_idx(tmp_path / "tiny.gz").shape == (2, 3)
+    big = np.arange(-6, 6, dtype=np.int32).reshape(2, 3, 2)
+    write_idx(big, tmp_path / "big.idx")
+    assert (tmp_path / "big.idx").read_bytes()[:4] == bytes([0, 0, 0x0C, 3])
+    assert np.array_equal(read_idx(tmp_path / "big.idx"), big)
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x08\x01")
+    with pytest.raises(ValueError, match="magic"):
+        read_idx(tmp_path / "bad")
+    (tmp_path / "short").write_bytes(raw[:-1])
+    with pytest.raises(ValueError, match="data bytes"):
+        read_idx(tmp_path / "short")
+
+
+@pytest.fixture()
+def fake_fashion(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = "usr/share/datasets/fashion-mnist/"
+    files = {}
+    data = {}
+    for stem, n in (("train", 12), ("t10k", 5)):
+        images = rng.integers(1, 255, (n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        data[stem] = (images, labels)
+        for kind, arr in (("images-idx3", images), ("labels-idx1", labels)):
+            path = tmp_path / "src" / f"{stem}-{kind}-ubyte.gz"
+            path.parent.mkdir(exist_ok=True)
+            write_idx(arr, path)
+            files[folder + path.name] = path.read_bytes()
+    package = _fake_package(tmp_path / "pkg", "dataset-fashion-mnist", files)
+    return (lambda name, cache: package), data
+
+
+def test_prepare_fashion_mnist_native(tmp_path, fake_fashion):
+    fetch, data = fake_fashion
+    m = prepare_fashion_mnist(tmp_path / "out", tmp_path, fetch=fetch, train_shards=4, test_shards=2)
+    assert m["splits"]["train"]["images"] == 12 and m["splits"]["test"]["images"] == 5
+    assert m["license"] == "GPL-2+" and m["package_version"] == "1.0-1"
+    ds = load_image_shards(tmp_path / "out", "train")
+    assert ds.num_shards == 4
+    rows = list(load_image_shards(tmp_path / "out", "train", streaming=False))
+    assert [r["label"] for r in rows] == data["train"][1].tolist()
+    assert np.array_equal(np.asarray(rows[3]["image"]), data["train"][0][3])
+
+
+def test_prepare_fashion_mnist_pad_resize_rgb_limit(tmp_path, fake_fashion):
+    fetch, data = fake_fashion
+    prepare_fashion_mnist(tmp_path / "pad", tmp_path, image_size=32, rgb=True, limit=3, fetch=fetch,
+                          train_shards=2, test_shards=1)
+    rows = list(load_image_shards(tmp_path / "pad", "train", streaming=False))
+    assert len(rows) == 3
+    img = np.asarray(rows[0]["image"])
+    assert img.shape == (32, 32, 3)
+    assert img[:2].max() == 0 and img[:, -2:].max() == 0  # 2 px zero border
+    assert np.array_equal(img[2:30, 2:30, 1], data["train"][0][0])
+    prepare_fashion_mnist(tmp_path / "rs", tmp_path, image_size=32, resize_mode="resize", fetch=fetch,
+                          train_shards=1, test_shards=1)
+    img = np.asarray(next(iter(load_image_shards(tmp_path / "rs", "test")))["image"])
+    assert img.shape == (32, 32) and img[:2].max() > 0
+    with pytest.raises(ValueError, match="resize_mode"):
+        prepare_fashion_mnist(tmp_path / "x", tmp_path, image_size=32, resize_mode="crop", fetch=fetch)
+    with pytest.raises(ValueError, match="image_size"):
+        prepare_fashion_mnist(tmp_path / "x", tmp_path, image_size=16, fetch=fetch)
+
+
+# ----------------------------------------------------------------------------------------------- transforms
+
+
+def test_pil_tensor_conversions():
+    image = Image.new("RGB", (5, 3), (255, 0, 128))
+    t = pil_to_tensor(image)
+    assert t.shape == (3, 3, 5) and t.dtype == torch.float32
+    assert torch.allclose(t[:, 0, 0], torch.tensor([1.0, -1.0, 128 / 127.5 - 1]), atol=1e-6)
+    assert np.array_equal(np.asarray(tensor_to_pil(t)), np.asarray(image))
+    assert pil_to_tensor(Image.new("L", (2, 2), 255)).shape == (3, 2, 2)
+    with pytest.raises(TypeError, match="PIL"):
+        pil_to_tensor(np.zeros((2, 2, 3)))
+    with pytest.raises(ValueError, match="shape"):
+        tensor_to_pil(torch.zeros(1, 2, 2))
+
+
+def test_center_crop_resize_takes_the_centre():
+    array = np.zeros((40, 120, 3), dtype=np.uint8)
+    array[:, 40:80] = (0, 255, 0)  # green centre square, black sides
+    t = center_crop_resize(Image.fromarray(array), 16)
+    assert t.shape == (3, 16, 16)
+    assert torch.allclose(t[1], torch.ones(16, 16)) and torch.allclose(t[0], -torch.ones(16, 16))
+
+
+def test_random_resized_crop_and_flip_shapes_range_determinism():
+    image = Image.fromarray(skimage.data.chelsea())
+    out = random_resized_crop_and_flip(image, 32, generator=torch.Generator().manual_seed(3))
+    assert out.shape == (3, 32, 32) and out.min() >= -1 and out.max() <= 1
+    again = random_resized_crop_and_flip(image, 32, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(out, again)
+    others = [random_resized_crop_and_flip(image, 32, generator=torch.Generator().manual_seed(s)) for s in range(4, 8)]
+    assert any(not torch.equal(out, o) for o in others)
+    # same generator state -> same crop box; flip_p=1 vs 0 gives exact mirror images
+    flipped = random_resized_crop_and_flip(image, 32, flip_p=1.0, generator=torch.Generator().manual_seed(9))
+    plain = random_resized_crop_and_flip(image, 32, flip_p=0.0, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(flipped, plain.flip(-1)) and not torch.equal(flipped, plain)
+    # scale=(1, 1) and ratio matching the image: the crop is the whole image
+    square = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    whole = random_resized_crop_and_flip(square, 32, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0)
+    assert torch.equal(whole, pil_to_tensor(square))
+    for bad in (dict(scale=(0.0, 1.0)), dict(ratio=(2.0, 1.0)), dict(flip_p=1.5)):
+        with pytest.raises(ValueError):
+            random_resized_crop_and_flip(image, 32, **bad)
+
+
+def test_image_transform_and_collate():
+    rows = [{"image": Image.fromarray(skimage.data.coffee())}, {"image": Image.new("RGB", (50, 20))}]
+    train = image_transform(16, train=True, generator=torch.Generator().manual_seed(0), scale=(0.8, 1.0))
+    batch = collate_images(rows, train)
+    assert batch.shape == (2, 3, 16, 16)
+    evaluation = image_transform(16, train=False)
+    assert torch.equal(collate_images(rows, evaluation)[0], center_crop_resize(rows[0]["image"], 16))
+    with pytest.raises(ValueError, match="crop options"):
+        image_transform(16, train=False, scale=(0.5, 1.0))
+    with pytest.raises(KeyError, match="pixels"):
+        collate_images(rows, evaluation, key="pixels")
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_prepare_photos_skimage_only(tmp_path):
+    code = cli_main([
+        "data", "prepare-photos", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"),
+        "--sources", "skimage", "--tile-sizes", "32", "--levels", "1", "2", "--train-shards", "2",
+        "--eval-shards", "2", "--eval-fraction", "0.3", "--seed", "1",
+    ])
+    assert code == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["config"]["seed"] == 1 and manifest["config"]["levels"] == [1, 2]
+    assert len(manifest["groups"]["eval"]) == 2  # round(0.3 * 6 skimage scenes)
+    assert load_image_shards(tmp_path / "out" / "tiles32", "eval").num_shards == 2
+
+
+def test_cli_prepare_fashion_mnist(tmp_path, fake_fashion, monkeypatch):
+    fetch, _ = fake_fashion
+    import coda_hf.data.fashion_mnist as fm
+
+    monkeypatch.setattr(fm, "fetch_debian_package", fetch)
+    code = cli_main(["data", "prepare-fashion-mnist", "--out", str(tmp_path / "o"), "--cache", str(tmp_path),
+                     "--image-size", "32", "--rgb", "--train-shards", "2", "--test-shards", "1", "--limit", "4"])
+    assert code == 0
+    m = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert m["config"]["rgb"] is True and m["splits"]["train"]["images"] == 4
+
+    def failing(name, cache):
+        raise PackageFetchError(f"could not download Debian package {name!r}")
+
+    monkeypatch.setattr(fm, "fetch_debian_package", failing)
+    assert cli_main(["data", "prepare-fashion-mnist", "--out", str(tmp_path / "p"), "--cache", str(tmp_path)]) == 1
+
+
+# ----------------------------------------------------------------------------------------------- reproduce plan
+
+
+def _load_reproduce(monkeypatch):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce.py"
+    spec = importlib.util.spec_from_file_location("coda_reproduce", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reproduce_plan_skips_finished_stages_and_reports(tmp_path, monkeypatch):
+    repro = _load_reproduce(monkeypatch)
+    plan = repro.build_plan(tmp_path, "cpu", tmp_path / "debs")
+    names = [s.name for s in plan]
+    assert names == ["data", "vae", "coda", "vqgan", "eval-vae", "eval-coda", "eval-vqgan", "report"]
+    coda = plan[2]
+    assert coda.config["pretrained_vae"] == str(tmp_path / "runs" / "vae")
+    assert coda.config["train_data_dir"].endswith("tiles64") and "--config" in coda.command
+    assert "--cpu" in plan[4].command and "eval" in plan[4].command
+    assert repro.run_plan(plan, tmp_path, dry_run=True) == names
+    for stage in plan[:2]:
+        stage.done_marker.parent.mkdir(parents=True, exist_ok=True)
+        stage.done_marker.write_text("{}")
+    assert repro.run_plan(plan, tmp_path, dry_run=True) == names[2:]
+    assert repro.run_plan(plan, tmp_path, dry_run=True, force=("vae",)) == names[1:]
+    assert "--cpu" not in repro.build_plan(tmp_path, "gpu", tmp_path)[4].command
+    with pytest.raises(ValueError, match="unknown config"):
+        repro.build_plan(tmp_path, "tpu", tmp_path)
+    for run, psnr in (("coda", 21.5), ("vqgan", 18.25)):
+        (tmp_path / "eval" / run).mkdir(parents=True)
+        (tmp_path / "eval" / run / "metrics.json").write_text(json.dumps({"psnr": psnr, "model": run}))
+    results = repro.write_report(tmp_path)
+    assert results == {"coda": {"psnr": 21.5}, "vqgan": {"psnr": 18.25}}
+    assert "| coda | 21.5 |" in (tmp_path / "results.md").read_text()
+    assert repro.main(["--workdir", str(tmp_path / "w"), "--dry-run"]) == 0
+    assert not (tmp_path / "w" / "configs").exists()  # dry run writes nothing
