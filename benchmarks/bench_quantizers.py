@@ -106,8 +106,12 @@ def ours(kind: str, size: str, dim: int) -> nn.Module:
 
 
 def theirs(kind: str, size: str, dim: int) -> nn.Module | None:
-    """The matching ``vector-quantize-pytorch`` module (None when there is none)."""
-    import vector_quantize_pytorch as vqp
+    """The matching ``vector-quantize-pytorch`` module (None when there is none or it is not installed:
+    ``pip install -e ".[bench]"`` adds it)."""
+    try:
+        import vector_quantize_pytorch as vqp
+    except ImportError:
+        return None
 
     k, levels, bits = SIZES[size]
     if kind == "vq":
@@ -205,7 +209,7 @@ def _vqp_version() -> str:
 
         return version("vector-quantize-pytorch")
     except Exception:  # noqa: BLE001 - version string only
-        return "?"
+        return "not installed"
 
 
 if __name__ == "__main__":

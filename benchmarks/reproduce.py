@@ -1,22 +1,32 @@
 #!/usr/bin/env python
-"""Small-scale, offline reproduction of CODA's main claim on real photos (orchestration only).
+"""Small-scale, offline reproduction of CODA's claims on real photos (orchestration only).
 
-Claim (coda-facts.md, Table 2): adapting a pretrained CONTINUOUS VAE into a discrete tokenizer (CODA)
-reconstructs better than training a VQGAN from scratch, with a fraction of the training budget.
-No Hub download is possible here, so the "pretrained VAE" is a small AutoencoderKL trained first on
-the same photo tiles. Stages (each skipped when its output exists, so a killed run resumes):
+Claims (coda-paper.txt, Tables 1 and 2): adapting a pretrained CONTINUOUS VAE into a discrete tokenizer
+reconstructs better than training a VQGAN from scratch with several times the budget, each step of the
+CODA ladder (VQ -> + multi-scale residual -> + attention quantizer -> + LoRA) helps, the attention
+quantizer uses the whole codebook, and CODA stays close to the continuous VAE.
 
-    data     coda-hf data prepare-photos                 -> WORK/data/photos/manifest.json
-    vae      train_tokenizer.py --model vae              -> WORK/runs/vae/training_summary.json
-    coda     train_tokenizer.py --model coda (from vae)  -> WORK/runs/coda/training_summary.json
-    vqgan    train_tokenizer.py --model vqgan (scratch)  -> WORK/runs/vqgan/training_summary.json
-    eval-*   coda-hf evaluate on the held-out scenes     -> WORK/eval/<run>/metrics.json
-    report   table of every metrics.json                 -> WORK/results.md, WORK/results.json
+No Hub download is possible here, so the "off-the-shelf VAE" is an AutoencoderKL trained first (stage 0)
+on the train tiles. Every stage is a command of this package, skipped when its output exists, so a killed
+run resumes (training stages also resume inside from their latest checkpoint):
 
-    python benchmarks/reproduce.py --workdir runs/repro --config cpu --dry-run   # print the plan
+    data       coda-hf data prepare-photos                       -> WORK/data/photos/manifest.json
+    vae        train_tokenizer.py --model vae (stage 0)         -> WORK/runs/vae/training_summary.json
+    vae-stats  coda-hf latent-stats --write (shift / scale)      -> WORK/runs/vae/latent_stats.json
+    vq         frozen VAE + single-level VQ, N steps             -> WORK/runs/vq/...
+    msvq       frozen VAE + multi-scale residual VQ, N steps     -> WORK/runs/msvq/...
+    msattn     frozen VAE + multi-scale attention quantizer, N   -> WORK/runs/msattn/...
+    coda       msattn + LoRA on the VAE convs (CODA), N steps    -> WORK/runs/coda/...
+    vqgan      VQGAN from scratch, same codebook, 6N steps       -> WORK/runs/vqgan/...
+    eval-*     coda-hf evaluate on the held-out scenes           -> WORK/eval/<run>/metrics.json
+    report     one table of every metrics.json + wall times      -> WORK/results.md, WORK/results.json
+
+    python benchmarks/reproduce.py --workdir runs/repro --config cpu --dry-run        # print the plan
+    python benchmarks/reproduce.py --workdir runs/repro --config cpu                  # a few hours on 2 cores
     python benchmarks/reproduce.py --workdir runs/repro --config gpu --launcher "accelerate launch"
 
-Numbers in the report come only from the evaluate outputs; nothing is hard-coded.
+Numbers in the report come only from the evaluate outputs and the measured stage times; nothing is
+hard-coded.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import logging
 import shlex
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,20 +46,32 @@ import yaml
 logger = logging.getLogger("reproduce")
 REPO = Path(__file__).resolve().parents[1]
 
-# Per-hardware settings. ``vae`` / ``vqgan`` model_kwargs use the same widths so both have the same
-# downsampling factor (2 ** (len(block_out_channels) - 1)).
+# Per-hardware settings. The VAE and the VQGAN share their widths, hence their downsampling factor
+# (2 ** (len(widths) - 1)) and token grid. ``scales``: multi-scale levels for the latent side
+# tile_size / factor. ``steps``: N, the budget of each ladder row; the VQGAN gets ``vqgan_factor * N``.
 CONFIGS: dict[str, dict] = {
+    "smoke": {  # 2-step wiring check (tests); not a result
+        "tile_size": 32, "batch_size": 2, "vae_steps": 2, "steps": 2, "vqgan_factor": 6, "eval_images": 4,
+        "widths": [8, 16], "layers_per_block": 1, "latent_channels": 4, "codebook_size": 16, "scales": [1, 2, 4, 16],
+        "lora_rank": 2, "learning_rate": 1e-3, "perceptual_weight": 0.0, "gan_weight": 0.0, "cpu": True,
+        "checkpointing_steps": 1, "stats_images": 4, "norm_num_groups": 8,
+    },
     "cpu": {
-        "tile_size": 64, "batch_size": 8, "vae_steps": 300, "tokenizer_steps": 200, "eval_images": 128,
-        "widths": [32, 32, 64], "layers_per_block": 1, "latent_channels": 4, "cpu": True,
-        "checkpointing_steps": 100,
+        "tile_size": 64, "batch_size": 16, "vae_steps": 3000, "steps": 500, "vqgan_factor": 6, "eval_images": 972,
+        "widths": [32, 64, 64], "layers_per_block": 1, "latent_channels": 4, "codebook_size": 4096,
+        "scales": [1, 2, 3, 4, 6, 8, 11, 16], "lora_rank": 8, "learning_rate": 1e-3, "perceptual_weight": 1.0,
+        "gan_weight": 0.0, "cpu": True, "checkpointing_steps": 100, "stats_images": 1024, "norm_num_groups": 32,
     },
     "gpu": {
-        "tile_size": 128, "batch_size": 32, "vae_steps": 20000, "tokenizer_steps": 5000, "eval_images": 616,
-        "widths": [128, 256, 512, 512], "layers_per_block": 2, "latent_channels": 16, "cpu": False,
-        "checkpointing_steps": 1000,
+        "tile_size": 128, "batch_size": 32, "vae_steps": 20000, "steps": 5000, "vqgan_factor": 6, "eval_images": 616,
+        "widths": [128, 256, 512, 512], "layers_per_block": 2, "latent_channels": 16, "codebook_size": 16384,
+        "scales": [1, 2, 3, 4, 6, 9, 13, 16], "lora_rank": 32, "learning_rate": 5e-4, "perceptual_weight": 1.0,
+        "gan_weight": 0.5, "cpu": False, "checkpointing_steps": 1000, "stats_images": 2048, "norm_num_groups": 32,
     },
 }
+
+# The ladder of paper Table 1 on the frozen stage-0 VAE: (run name, quantizer, LoRA).
+LADDER = ("vq", "msvq", "msattn", "coda")
 
 
 @dataclass
@@ -60,18 +83,33 @@ class Stage:
     config: dict = field(default_factory=dict)
 
 
-def _train_stage(name: str, work: Path, hw: dict, launcher: list[str], extra: dict) -> Stage:
+def _quantizer(run: str, hw: dict) -> dict:
+    k = hw["codebook_size"]
+    if run == "vq":
+        return {"name": "vq", "codebook_size": k}
+    inner = "vq" if run == "msvq" else "attention"
+    return {"name": "multiscale", "scales": hw["scales"], "quantizer": inner, "quantizer_kwargs": {"codebook_size": k}}
+
+
+def _train_stage(name: str, work: Path, hw: dict, launcher: list[str], photos: Path, extra: dict) -> Stage:
     out = work / "runs" / name
     config = {
-        "train_data_dir": str(work / "data" / "photos" / f"tiles{hw['tile_size']}"),
+        "train_data_dir": str(photos / f"tiles{hw['tile_size']}"),
         "dataset_split": "train",
         "resolution": hw["tile_size"],
         "train_batch_size": hw["batch_size"],
+        "learning_rate": hw["learning_rate"],
+        "lr_warmup_steps": 0,
+        "perceptual_weight": hw["perceptual_weight"],
+        "gan_weight": hw["gan_weight"],
         "output_dir": str(out),
         "checkpointing_steps": hw["checkpointing_steps"],
+        "checkpoints_total_limit": 2,
         "resume_from_checkpoint": "latest",
+        "image_logging_steps": 0,
         "cpu": hw["cpu"],
         "report_to": "tensorboard",
+        "cache_dir": str(work / "hf_cache"),
         "seed": 0,
         **extra,
     }
@@ -80,37 +118,51 @@ def _train_stage(name: str, work: Path, hw: dict, launcher: list[str], extra: di
     return Stage(name, out / "training_summary.json", command, config_file, config)
 
 
-def build_plan(work: Path, config_name: str, cache_dir: Path, launcher: list[str] | None = None) -> list[Stage]:
-    """The ordered stages of the experiment (nothing is run)."""
+def build_plan(
+    work: Path, config_name: str, cache_dir: Path, launcher: list[str] | None = None, photos: Path | None = None
+) -> list[Stage]:
+    """The ordered stages of the experiment (nothing is run). ``photos``: an already prepared photo set."""
     if config_name not in CONFIGS:
         raise ValueError(f"unknown config {config_name!r}; choose from {sorted(CONFIGS)}")
     hw = CONFIGS[config_name]
     launcher = launcher or [sys.executable]
     coda_hf = [sys.executable, "-m", "coda_hf.cli"]
-    photos = work / "data" / "photos"
-    arch = {"block_out_channels": hw["widths"], "layers_per_block": hw["layers_per_block"]}
+    photos = photos or work / "data" / "photos"
+    tiles = photos / f"tiles{hw['tile_size']}"
+    arch = {"block_out_channels": hw["widths"], "layers_per_block": hw["layers_per_block"],
+            "norm_num_groups": hw["norm_num_groups"]}  # fmt: skip
+    vae_dir = work / "runs" / "vae"
     stages = [
         Stage("data", photos / "manifest.json", [
             *coda_hf, "data", "prepare-photos", "--out", str(photos), "--cache", str(cache_dir),
             "--tile-sizes", str(hw["tile_size"]), "--seed", "0",
         ]),
-        _train_stage("vae", work, hw, launcher, {
-            "model": "vae", "max_train_steps": hw["vae_steps"], "gan_weight": 0.0,
+        _train_stage("vae", work, hw, launcher, photos, {
+            "model": "vae", "max_train_steps": hw["vae_steps"],
             "model_kwargs": {**arch, "latent_channels": hw["latent_channels"],
                              "down_block_types": ["DownEncoderBlock2D"] * len(hw["widths"]),
                              "up_block_types": ["UpDecoderBlock2D"] * len(hw["widths"])},
         }),
-        _train_stage("coda", work, hw, launcher, {
-            "model": "coda", "pretrained_vae": str(work / "runs" / "vae"), "max_train_steps": hw["tokenizer_steps"],
-        }),
-        _train_stage("vqgan", work, hw, launcher, {
-            "model": "vqgan", "max_train_steps": hw["tokenizer_steps"], "model_kwargs": arch,
-        }),
+        Stage("vae-stats", vae_dir / "latent_stats.json", [
+            *coda_hf, "latent-stats", "--vae", str(vae_dir), "--data", str(tiles), "--split", "train",
+            "--resolution", str(hw["tile_size"]), "--num-images", str(hw["stats_images"]), "--write",
+            "--output", str(vae_dir / "latent_stats.json"),
+        ]),
     ]
-    for run in ("vae", "coda", "vqgan"):
+    for run in LADDER:
+        stages.append(_train_stage(run, work, hw, launcher, photos, {
+            "model": "coda", "pretrained_vae": str(vae_dir), "max_train_steps": hw["steps"],
+            "quantizer": _quantizer(run, hw),
+            "model_kwargs": {"lora": {"rank": hw["lora_rank"] if run == "coda" else 0}},
+        }))
+    stages.append(_train_stage("vqgan", work, hw, launcher, photos, {
+        "model": "vqgan", "max_train_steps": hw["vqgan_factor"] * hw["steps"],
+        "quantizer": _quantizer("vq", hw), "model_kwargs": {**arch, "latent_channels": hw["latent_channels"]},
+    }))
+    for run in ("vae", *LADDER, "vqgan"):
         out = work / "eval" / run
         command = [
-            *coda_hf, "evaluate", "--model", str(work / "runs" / run), "--data", str(photos / f"tiles{hw['tile_size']}"),
+            *coda_hf, "evaluate", "--model", str(work / "runs" / run), "--data", str(tiles),
             "--split", "eval", "--resolution", str(hw["tile_size"]), "--num-images", str(hw["eval_images"]),
             "--output-dir", str(out), "--no-progress",
         ]
@@ -119,19 +171,49 @@ def build_plan(work: Path, config_name: str, cache_dir: Path, launcher: list[str
     return stages
 
 
+# Columns of the report, in order (metrics.json keys, then the training wall time of the run).
+REPORT_KEYS = ("psnr", "ssim", "fd_effnet", "utilization", "perplexity", "tokens_per_image", "train_steps",
+               "train_wall_s")  # fmt: skip
+
+
 def write_report(work: Path) -> dict:
-    """Collect ``eval/*/metrics.json`` into ``results.json`` and a Markdown table ``results.md``."""
+    """Collect ``eval/*/metrics.json`` and the stage times into ``results.json`` and ``results.md``."""
+    timings = _read_timings(work)
     results = {}
     for metrics_file in sorted((work / "eval").glob("*/metrics.json")):
+        run = metrics_file.parent.name
         metrics = json.loads(metrics_file.read_text())
-        results[metrics_file.parent.name] = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    keys = sorted({k for m in results.values() for k in m})
+        row = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        summary = work / "runs" / run / "training_summary.json"
+        if summary.is_file():
+            row["train_steps"] = json.loads(summary.read_text()).get("global_step")
+        if run in timings:
+            row["train_wall_s"] = timings[run]
+        results[run] = row
+    order = [r for r in ("vae", *LADDER, "vqgan") if r in results] + sorted(set(results) - {"vae", *LADDER, "vqgan"})
+    keys = [k for k in REPORT_KEYS if any(k in results[r] for r in order)]
     lines = ["| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    for run, metrics in results.items():
+    for run in order:
+        metrics = results[run]
         lines.append(f"| {run} | " + " | ".join(f"{metrics[k]:.4g}" if k in metrics else "-" for k in keys) + " |")
     (work / "results.md").write_text("\n".join(lines) + "\n")
-    (work / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    return results
+    (work / "results.json").write_text(json.dumps({r: results[r] for r in order}, indent=2, sort_keys=True) + "\n")
+    return {r: results[r] for r in order}
+
+
+def _read_timings(work: Path) -> dict[str, float]:
+    path = work / "timings.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _add_timing(work: Path, name: str, seconds: float) -> None:
+    """Wall seconds per stage, summed over the invocations that ran it (a resumed stage adds up)."""
+    timings = _read_timings(work)
+    timings[name] = round(timings.get(name, 0.0) + seconds, 1)
+    work.mkdir(parents=True, exist_ok=True)
+    tmp = work / "timings.json.tmp"
+    tmp.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
+    tmp.replace(work / "timings.json")
 
 
 def run_plan(stages: list[Stage], work: Path, dry_run: bool = False, force: tuple[str, ...] = ()) -> list[str]:
@@ -154,7 +236,11 @@ def run_plan(stages: list[Stage], work: Path, dry_run: bool = False, force: tupl
             stage.config_file.parent.mkdir(parents=True, exist_ok=True)
             stage.config_file.write_text(yaml.safe_dump(stage.config, sort_keys=True))
         if stage.command:
-            subprocess.run(stage.command, check=True, cwd=REPO)
+            start = time.perf_counter()
+            try:
+                subprocess.run(stage.command, check=True, cwd=REPO)
+            finally:  # a killed or failed invocation still counts towards the stage's wall time
+                _add_timing(work, stage.name, time.perf_counter() - start)
         else:
             write_report(work)
     return ran
@@ -165,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", required=True, help="where data, runs, eval and results go")
     p.add_argument("--config", choices=sorted(CONFIGS), default="cpu")
     p.add_argument("--cache", default=None, help="Debian package cache (default: WORKDIR/debs)")
+    p.add_argument("--photos", default=None, help="an already prepared photo set (coda-hf data prepare-photos --out)")
     p.add_argument("--launcher", default=None, help='training launcher, e.g. "accelerate launch --num_processes 2"')
     p.add_argument("--force", nargs="*", default=[], help="re-run these stages even if their output exists")
     p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
@@ -172,7 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     work = Path(args.workdir).resolve()
     launcher = shlex.split(args.launcher) if args.launcher else None
-    stages = build_plan(work, args.config, Path(args.cache).resolve() if args.cache else work / "debs", launcher)
+    cache = Path(args.cache).resolve() if args.cache else work / "debs"
+    photos = Path(args.photos).resolve() if args.photos else None
+    stages = build_plan(work, args.config, cache, launcher, photos)
     unknown = set(args.force) - {s.name for s in stages}
     if unknown:
         p.error(f"unknown stages in --force: {sorted(unknown)}")

@@ -478,22 +478,39 @@ def _load_reproduce(monkeypatch):
     return module
 
 
+LADDER_RUNS = ["vq", "msvq", "msattn", "coda"]
+
+
 def test_reproduce_plan_skips_finished_stages_and_reports(tmp_path, monkeypatch):
     repro = _load_reproduce(monkeypatch)
     plan = repro.build_plan(tmp_path, "cpu", tmp_path / "debs")
     names = [s.name for s in plan]
-    assert names == ["data", "vae", "coda", "vqgan", "eval-vae", "eval-coda", "eval-vqgan", "report"]
-    coda = plan[2]
-    assert coda.config["pretrained_vae"] == str(tmp_path / "runs" / "vae")
-    assert coda.config["train_data_dir"].endswith("tiles64") and "--config" in coda.command
-    assert "--cpu" in plan[4].command and "eval" in plan[4].command
+    runs = ["vae", *LADDER_RUNS, "vqgan"]
+    assert names == ["data", "vae", "vae-stats", *LADDER_RUNS, "vqgan", *[f"eval-{r}" for r in runs], "report"]
+    stage = {s.name: s for s in plan}
+    hw = repro.CONFIGS["cpu"]
+    for run in LADDER_RUNS:  # the ladder: same frozen VAE, same budget N, same codebook size
+        cfg = stage[run].config
+        assert cfg["pretrained_vae"] == str(tmp_path / "runs" / "vae") and cfg["max_train_steps"] == hw["steps"]
+        assert cfg["train_data_dir"].endswith("tiles64") and "--config" in stage[run].command
+        assert cfg["model_kwargs"]["lora"]["rank"] == (hw["lora_rank"] if run == "coda" else 0)
+    assert stage["vq"].config["quantizer"] == {"name": "vq", "codebook_size": hw["codebook_size"]}
+    assert stage["msvq"].config["quantizer"]["quantizer"] == "vq"
+    assert stage["msattn"].config["quantizer"] == stage["coda"].config["quantizer"]
+    assert stage["msattn"].config["quantizer"]["quantizer_kwargs"]["codebook_size"] == hw["codebook_size"]
+    assert stage["vqgan"].config["max_train_steps"] == 6 * hw["steps"]  # the baseline gets 6N steps
+    assert stage["vqgan"].config["quantizer"] == stage["vq"].config["quantizer"]
+    assert "--write" in stage["vae-stats"].command
+    assert "--cpu" in stage["eval-vae"].command and "evaluate" in stage["eval-vae"].command
     assert repro.run_plan(plan, tmp_path, dry_run=True) == names
-    for stage in plan[:2]:
-        stage.done_marker.parent.mkdir(parents=True, exist_ok=True)
-        stage.done_marker.write_text("{}")
+    for s in plan[:2]:
+        s.done_marker.parent.mkdir(parents=True, exist_ok=True)
+        s.done_marker.write_text("{}")
     assert repro.run_plan(plan, tmp_path, dry_run=True) == names[2:]
     assert repro.run_plan(plan, tmp_path, dry_run=True, force=("vae",)) == names[1:]
-    assert "--cpu" not in repro.build_plan(tmp_path, "gpu", tmp_path)[4].command
+    assert "--cpu" not in {s.name: s for s in repro.build_plan(tmp_path, "gpu", tmp_path)}["eval-vae"].command
+    photos = tmp_path / "ready"
+    assert repro.build_plan(tmp_path, "cpu", tmp_path, photos=photos)[0].done_marker == photos / "manifest.json"
     with pytest.raises(ValueError, match="unknown config"):
         repro.build_plan(tmp_path, "tpu", tmp_path)
     for run, psnr in (("coda", 21.5), ("vqgan", 18.25)):
@@ -504,3 +521,34 @@ def test_reproduce_plan_skips_finished_stages_and_reports(tmp_path, monkeypatch)
     assert "| coda | 21.5 |" in (tmp_path / "results.md").read_text()
     assert repro.main(["--workdir", str(tmp_path / "w"), "--dry-run"]) == 0
     assert not (tmp_path / "w" / "configs").exists()  # dry run writes nothing
+
+
+@pytest.mark.slow
+def test_reproduce_smoke_runs_every_stage(tmp_path, monkeypatch):
+    """The whole experiment, 2 steps per stage, on generated tiles: every stage runs and reports."""
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    from coda_hf.data.shards import encode_png, write_parquet_shards
+
+    repro = _load_reproduce(monkeypatch)
+    photos = tmp_path / "photos"
+    rng = np.random.default_rng(0)
+    features = datasets.Features({"image": datasets.Image()})
+    for split, n in (("train", 8), ("eval", 4)):
+        tiles = [encode_png(Image.fromarray((rng.random((32, 32, 3)) * 255).astype("uint8"))) for _ in range(n)]
+        write_parquet_shards({"image": tiles}, features, photos / "tiles32", split, num_shards=2)
+    (photos / "manifest.json").write_text("{}")
+    work = tmp_path / "work"
+    assert repro.main(["--workdir", str(work), "--config", "smoke", "--photos", str(photos)]) == 0
+    results = json.loads((work / "results.json").read_text())
+    assert list(results) == ["vae", *LADDER_RUNS, "vqgan"]
+    assert results["vqgan"]["train_steps"] == 12 and results["coda"]["train_steps"] == 2
+    assert all(results[r]["tokens_per_image"] > 0 for r in (*LADDER_RUNS, "vqgan"))
+    assert "utilization" not in results["vae"] and results["vae"]["num_images"] == 4
+    assert json.loads((work / "runs" / "vae" / "config.json").read_text())["scaling_factor"] != 0.18215
+    timings = json.loads((work / "timings.json").read_text())
+    assert all(timings[r] > 0 for r in ("vae", *LADDER_RUNS, "vqgan"))
+    # A second invocation finds everything done and runs nothing.
+    assert repro.run_plan(repro.build_plan(work, "smoke", work, photos=photos), work) == []

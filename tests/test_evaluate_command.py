@@ -169,3 +169,19 @@ def test_evaluate_two_processes_reduce_like_one(tmp_path, images):
     assert m2["num_images"] == m1["num_images"] == 5
     for key in ("psnr", "ssim", "fd_effnet", "utilization", "perplexity", "quant_error", "tokens_per_image"):
         assert m2[key] == pytest.approx(m1[key], rel=1e-4, abs=1e-6), key
+
+
+def test_split_named_shards_select_their_split(tmp_path):
+    """``coda-hf data`` writes train-*/eval-* shards into one folder: --split picks its own files."""
+    import datasets
+
+    from coda_hf.data.shards import encode_png, write_parquet_shards
+    from coda_hf.metrics.eval_data import load_image_dataset
+
+    features = datasets.Features({"image": datasets.Image()})
+    for split, n in (("train", 5), ("eval", 3)):
+        tiles = [encode_png(Image.new("RGB", (8, 8), (i, 0, 0))) for i in range(n)]
+        write_parquet_shards({"image": tiles}, features, tmp_path, split, num_shards=1)
+    assert sum(1 for _ in load_image_dataset(data=str(tmp_path), split="eval")) == 3
+    assert sum(1 for _ in load_image_dataset(data=str(tmp_path), split="train")) == 5
+    assert sum(1 for _ in load_image_dataset(data=str(tmp_path / "eval-00000-of-00001.parquet"))) == 3

@@ -14,8 +14,12 @@ import torch
 IMAGE_KEYS = ("image", "img", "jpg", "jpeg", "png", "webp")
 
 
-def _loader_for(path: Path) -> tuple[str, dict]:
-    """``datasets`` builder name and its kwargs for a local path."""
+def _loader_for(path: Path, split: str | None = None) -> tuple[str, dict]:
+    """``datasets`` builder name and its kwargs for a local path.
+
+    In a folder of shards named ``{split}-*`` (``coda-hf data`` writes ``train-*`` / ``eval-*``), ``split``
+    selects its own files; otherwise every shard is one ``"train"`` split.
+    """
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix == ".parquet":
@@ -24,12 +28,13 @@ def _loader_for(path: Path) -> tuple[str, dict]:
             return "webdataset", {"data_files": [str(path)]}
         raise ValueError(f"--data {path}: a single file must be a .parquet or a webdataset .tar shard")
     if path.is_dir():
-        parquet = sorted(str(p) for p in path.rglob("*.parquet"))
-        if parquet:
-            return "parquet", {"data_files": parquet}
-        tars = sorted(str(p) for p in path.rglob("*.tar"))
-        if tars:
-            return "webdataset", {"data_files": tars}
+        for suffix, builder in ((".parquet", "parquet"), (".tar", "webdataset")):
+            files = sorted(str(p) for p in path.rglob(f"*{suffix}"))
+            named = [f for f in files if split and Path(f).name.startswith(f"{split}-")]
+            if named:
+                return builder, {"data_files": {split: named}}
+            if files:
+                return builder, {"data_files": files}
         return "imagefolder", {"data_dir": str(path)}
     raise FileNotFoundError(f"--data {path} does not exist")
 
@@ -50,7 +55,7 @@ def load_image_dataset(data: str | None = None, dataset_name: str | None = None,
         if split is None:
             raise ValueError(f"dataset_name={dataset_name!r} needs a split (e.g. 'validation')")
         return datasets.load_dataset(dataset_name, split=split, streaming=True)
-    builder, kwargs = _loader_for(Path(data))
+    builder, kwargs = _loader_for(Path(data), split)
     return datasets.load_dataset(builder, split=split or "train", streaming=True, **kwargs)
 
 
