@@ -1,4 +1,4 @@
-"""Benchmark the single-level quantizers (vq, gumbel, fsq, lfq) against ``vector-quantize-pytorch``.
+"""Benchmark every quantizer (vq, gumbel, fsq, lfq, residual, attention, multiscale) against ``vector-quantize-pytorch``.
 
 Times the forward pass in train mode (grad enabled, input requires grad, codebook updates included) and
 eval mode (``torch.no_grad``) for 16x16 and 32x32 latent grids, batch 8, 16 latent channels and
@@ -10,7 +10,11 @@ codebooks of ~1k / ~16k / ~64k codes, and prints a markdown table.
   ``torch.profiler`` (``profile_memory=True``; allocations and frees replayed in time order), relative
   to the memory live before the call.
 * speedup: ``vector-quantize-pytorch time / our time`` for the same config in the same run (> 1: ours
-  is faster). Gumbel has no counterpart there.
+  is faster). Gumbel, attention and multiscale have no counterpart there; ``residual`` (4 levels of VQ)
+  is compared with its ``ResidualVQ``.
+* ``attention``: CODA's quantizer, training in token chunks of 1,024 (``train_chunk_size``), eval chunked
+  automatically. ``multiscale``: the attention quantizer on CODA's levels (MAR scales 1..16 on 16x16
+  latents, FLUX scales 1..32 on 32x32: 680 / 2,240 tokens per image).
 
 Cases that materialise a dense ``(tokens, codes)`` float matrix larger than ``--max-dense-gib`` are
 skipped and reported as such (our Gumbel logits; their VQ distances and LFQ training entropy).
@@ -32,6 +36,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from coda_hf.quantizers import build_quantizer
+from coda_hf.quantizers.multiscale import FLUX_SCALES
 
 # nominal size -> (vq/gumbel codebook_size, fsq levels, lfq bits)
 SIZES: dict[str, tuple[int, list[int], int]] = {
@@ -102,6 +107,14 @@ def ours(kind: str, size: str, dim: int) -> nn.Module:
         return build_quantizer("fsq", dim=dim, levels=levels)
     if kind == "lfq":
         return build_quantizer("lfq", dim=dim, codebook_size=2**bits)
+    if kind == "residual":
+        return build_quantizer("residual", dim=dim, num_levels=4, quantizer="vq",
+                               quantizer_kwargs={"codebook_size": k, "use_ema": True, "ema_decay": 0.99})
+    if kind == "attention":
+        return build_quantizer("attention", dim=dim, codebook_size=k, train_chunk_size=1024)
+    if kind == "multiscale":  # scales for a 16x16 latent; 32x32 latents use FLUX_SCALES (see main)
+        return build_quantizer("multiscale", dim=dim, quantizer="attention",
+                               quantizer_kwargs={"codebook_size": k, "train_chunk_size": 1024})
     raise ValueError(f"unknown quantizer kind {kind!r}")
 
 
@@ -121,13 +134,16 @@ def theirs(kind: str, size: str, dim: int) -> nn.Module | None:
     if kind == "lfq":
         return vqp.LFQ(dim=dim, codebook_size=2**bits, entropy_loss_weight=0.1, commitment_loss_weight=0.25,
                        channel_first=True)
+    if kind == "residual":
+        return vqp.ResidualVQ(dim=dim, num_quantizers=4, codebook_size=k, decay=0.99, commitment_weight=0.25,
+                              accept_image_fmap=True)
     return None
 
 
 def dense_gib(impl: str, kind: str, mode: str, tokens: int, codes: int) -> float:
     """Size of the dense (tokens, codes) float32 matrix a case materialises (0 when it does not)."""
     dense = (impl == "ours" and kind == "gumbel") or (
-        impl == "theirs" and (kind == "vq" or (kind == "lfq" and mode == "train"))
+        impl == "theirs" and (kind in ("vq", "residual") or (kind == "lfq" and mode == "train"))
     )
     return tokens * codes * 4 / 2**30 if dense else 0.0
 
@@ -176,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                 z = torch.randn(args.batch, args.dim, grid, grid)
                 tokens = args.batch * grid * grid
                 mine = ours(kind, size, args.dim)
+                if kind == "multiscale" and grid == 32:
+                    mine = build_quantizer("multiscale", **{**mine.config, "scales": list(FLUX_SCALES)})
                 other = None if args.no_compare else theirs(kind, size, args.dim)
                 for mode in ("train", "eval"):
                     row = {"quantizer": kind, "codes": mine.codebook_size, "grid": f"{grid}x{grid}", "mode": mode}

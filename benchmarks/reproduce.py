@@ -34,6 +34,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import platform
 import shlex
 import subprocess
 import sys
@@ -41,6 +43,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
 
 logger = logging.getLogger("reproduce")
@@ -196,8 +199,11 @@ def write_report(work: Path) -> dict:
     for run in order:
         metrics = results[run]
         lines.append(f"| {run} | " + " | ".join(f"{metrics[k]:.4g}" if k in metrics else "-" for k in keys) + " |")
+    lines.append("")
+    lines.append(f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
+                 f"torch {torch.__version__}" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
     (work / "results.md").write_text("\n".join(lines) + "\n")
-    (work / "results.json").write_text(json.dumps({r: results[r] for r in order}, indent=2, sort_keys=True) + "\n")
+    (work / "results.json").write_text(json.dumps({r: results[r] for r in order}, indent=2) + "\n")  # run order
     return {r: results[r] for r in order}
 
 

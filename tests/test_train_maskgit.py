@@ -98,7 +98,7 @@ def test_load_tokenizer(tokenizer_dir, tmp_path):
         load_tokenizer(str(tmp_path / "standin"))  # its config names no coda_hf.models class
     with pytest.raises(ValueError, match="module.path:ClassName"):
         load_tokenizer(str(tmp_path / "standin"), "no_colon")
-    with pytest.raises(ValueError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match="config.json"):
         load_tokenizer(str(tmp_path))
 
 

@@ -6,20 +6,11 @@ process or under ``accelerate launch`` (metrics are reduced across processes).
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
-
-# config.json "_class_name" -> (module, class)
-MODEL_CLASSES = {
-    "CodaVQModel": ("coda_hf.models.coda_vq", "CodaVQModel"),
-    "VQGANModel": ("coda_hf.models.vqgan", "VQGANModel"),
-    "AutoencoderKL": ("diffusers", "AutoencoderKL"),
-}
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("evaluate", help="reconstruction metrics (PSNR, SSIM, FD, rFID, codebook usage) and plots")
@@ -40,32 +31,19 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def load_tokenizer(model_dir: str | Path):
-    """Load a saved tokenizer, choosing its class from ``config.json``'s ``_class_name``."""
-    model_dir = Path(model_dir)
-    config_file = model_dir / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"--model {model_dir}: no config.json (expected a saved model directory)")
-    class_name = json.loads(config_file.read_text()).get("_class_name")
-    if class_name not in MODEL_CLASSES:
-        raise ValueError(f"--model {model_dir}: _class_name {class_name!r} is not one of {sorted(MODEL_CLASSES)}")
-    module_name, attr = MODEL_CLASSES[class_name]
-    cls = getattr(importlib.import_module(module_name), attr)
-    return cls.from_pretrained(str(model_dir))
-
-
 def run(args) -> int:
     from accelerate import Accelerator
 
     from ..metrics import default_feature_extractors, evaluate_tokenizer, metrics_markdown_row
     from ..metrics.eval_data import image_batches, load_image_dataset
     from ..metrics.evaluation import MARKDOWN_HEADER
+    from ..models.loading import load_tokenizer
 
     if args.num_images is not None and args.num_images < 1:
         logger.error("--num-images must be >= 1; got %d", args.num_images)
         return 1
     try:
-        model = load_tokenizer(args.model)
+        model = load_tokenizer(args.model, allow_continuous=True)
         dataset = load_image_dataset(data=args.data, dataset_name=args.dataset_name, split=args.split)
     except (FileNotFoundError, ValueError) as e:
         logger.error("%s", e)

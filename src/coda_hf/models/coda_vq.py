@@ -15,7 +15,6 @@ pipeline and the CLI).
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
@@ -26,10 +25,9 @@ from diffusers.models.modeling_utils import ModelMixin
 
 from ..quantizers import build_quantizer
 from ..quantizers.multiscale import MAR_SCALES
-from ..quantizers.output import QuantizerOutput, flatten_indices
 from .lora import add_conv_lora, merge_conv_lora
-from .outputs import CodaEncoderOutput, CodaVQOutput
 from .presets import CONV_TARGETS, DEFAULT_CODEBOOK_SIZE, DEFAULT_LORA_RANK, coda_quantizer, get_preset
+from .tokenizer_mixin import DiscreteTokenizerMixin
 
 MODEL_TYPE = "coda_vq"  # transformers AutoConfig key, written into config.json
 
@@ -44,7 +42,7 @@ def clean_vae_config(config: Any) -> dict[str, Any]:
     return out
 
 
-class CodaVQModel(ModelMixin, ConfigMixin):
+class CodaVQModel(DiscreteTokenizerMixin, ModelMixin, ConfigMixin):
     """CODA discrete tokenizer on top of a (frozen) diffusers ``AutoencoderKL``.
 
     Args:
@@ -110,11 +108,6 @@ class CodaVQModel(ModelMixin, ConfigMixin):
                 self._add_lora(part, int(rank), alpha, targets)
         self.register_to_config(vae_config=clean_vae_config(self.vae.config), quantizer=self.quantizer.to_dict())
 
-    @property
-    def quantizer(self):
-        """The quantizer module (a property: the config key ``quantizer`` holds its arguments)."""
-        return self._modules["quantizer"]
-
     def _add_lora(self, part: str, rank: int, alpha: float | None, targets: list[str] | None) -> None:
         targets = list(targets) if targets else list(CONV_TARGETS)
         alpha = float(rank if alpha is None else alpha)
@@ -130,30 +123,12 @@ class CodaVQModel(ModelMixin, ConfigMixin):
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @property
-    def codebook_size(self) -> int:
-        return int(self.quantizer.codebook_size)
-
-    @property
     def latent_channels(self) -> int:
         return int(self.vae.config.latent_channels)
 
-    def latent_size(self, height: int, width: int) -> tuple[int, int]:
-        """Latent grid of an ``(H, W)`` image; ``ValueError`` unless both are multiples of the factor."""
-        f = self.downsample_factor
-        if height < f or width < f or height % f or width % f:
-            raise ValueError(
-                f"image size ({height}, {width}) must be a positive multiple of the downsample factor {f}; "
-                "resize/crop first (CodaImageProcessor does this)"
-            )
-        return height // f, width // f
-
-    def level_shapes(self, height: int, width: int) -> list[tuple[int, int]]:
-        """Per-level ``(h_l, w_l)`` token grids for an ``(H, W)`` IMAGE."""
-        return self.quantizer.level_shapes(*self.latent_size(height, width))
-
-    def num_tokens(self, height: int, width: int) -> int:
-        """Tokens per ``(H, W)`` image (sum over levels)."""
-        return sum(h * w for h, w in self.level_shapes(height, width))
+    @property
+    def image_channels(self) -> int:
+        return int(self.vae.config.in_channels)
 
     def get_last_layer(self) -> torch.Tensor:
         """The decoder's output conv weight (for the VQGAN adaptive GAN weight)."""
@@ -161,14 +136,6 @@ class CodaVQModel(ModelMixin, ConfigMixin):
         return getattr(conv, "base_layer", conv).weight
 
     # ----------------------------------------------------------------- latents
-    def _check_images(self, images: torch.Tensor) -> None:
-        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ValueError(f"images must be a (B, 3, H, W) float tensor in [-1, 1]; got {shape}")
-        if not images.dtype.is_floating_point:
-            raise ValueError(f"images must be a float tensor in [-1, 1]; got dtype {images.dtype}")
-        self.latent_size(*images.shape[-2:])
-
     def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` images -> ``(B, C, H/f, W/f)`` continuous NORMALISED latents.
 
@@ -181,86 +148,9 @@ class CodaVQModel(ModelMixin, ConfigMixin):
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """``(B, C, h, w)`` normalised latents (quantized or continuous) -> ``(B, 3, h f, w f)`` images."""
-        if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or latents.shape[1] != self.latent_channels:
-            shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
-            raise ValueError(f"latents must be a (B, {self.latent_channels}, h, w) tensor; got {shape}")
+        self._check_latents(latents)
         latent = latents / self.config.scaling_factor + self.config.shift_factor
         return self.vae.decode(latent.to(self.vae.dtype)).sample
-
-    # ----------------------------------------------------------------- encode / decode
-    def quantize(self, latents: torch.Tensor, with_losses: bool = True) -> QuantizerOutput:
-        """Run the quantizer on ``(B, C, h, w)`` normalised latents.
-
-        ``with_losses=False`` in eval mode skips the quantizer's eval-time losses (sub-modules with an
-        ``eval_losses`` switch, e.g. the attention quantizer, whose entropy term is a full softmax over the
-        codebook per token): indices and quantized latents are unchanged, ``losses`` is then empty.
-        """
-        if with_losses or self.quantizer.training:
-            return self.quantizer(latents)
-        switches = [m for m in self.quantizer.modules() if isinstance(getattr(m, "eval_losses", None), bool)]
-        saved = [m.eval_losses for m in switches]
-        try:
-            for m in switches:
-                m.eval_losses = False
-            return self.quantizer(latents)
-        finally:
-            for m, v in zip(switches, saved):
-                m.eval_losses = v
-
-    def encode(self, images: torch.Tensor) -> CodaEncoderOutput:
-        """``(B, 3, H, W)`` images in ``[-1, 1]`` -> indices per level, quantized latents, token ids.
-
-        Tokenization only: the quantizer's eval-time losses are skipped (see :meth:`quantize`).
-        """
-        latents = self.encode_latents(images)
-        q = self.quantize(latents, with_losses=False)
-        return CodaEncoderOutput(
-            indices=q.indices, quantized=q.quantized, latents=latents, token_ids=flatten_indices(q.indices)
-        )
-
-    def _infer_latent_size(self, num_tokens: int) -> tuple[int, int]:
-        for s in range(1, int(math.isqrt(num_tokens)) + 2):
-            if self.quantizer.num_tokens(s, s) == num_tokens:
-                return s, s
-        raise ValueError(
-            f"cannot infer a square latent size from {num_tokens} tokens per image; pass latent_size=(h, w)"
-        )
-
-    def indices_to_latents(
-        self, indices: list[torch.Tensor] | torch.Tensor, latent_size: tuple[int, int] | None = None
-    ) -> torch.Tensor:
-        """Indices per level, or ``(B, N)`` token ids, -> ``(B, C, h, w)`` quantized normalised latents.
-
-        ``latent_size``: the LATENT grid ``(h, w)`` for token ids (inferred for square grids when omitted).
-        Raises ``ValueError`` naming the level and the valid range for out-of-range indices.
-        """
-        if isinstance(indices, torch.Tensor):
-            if indices.ndim != 2:
-                raise ValueError(
-                    f"token ids must be (B, N); got shape {tuple(indices.shape)} (or pass a list per level)"
-                )
-            if latent_size is None:
-                latent_size = self._infer_latent_size(indices.shape[1])
-        return self.quantizer.decode_indices(indices, latent_size=latent_size)
-
-    def decode(
-        self, indices: list[torch.Tensor] | torch.Tensor, latent_size: tuple[int, int] | None = None
-    ) -> torch.Tensor:
-        """Indices (list of ``(B, h_l, w_l)``) or ``(B, N)`` token ids -> ``(B, 3, H, W)`` images in ``[-1, 1]``.
-
-        The decoder output is clamped to ``[-1, 1]`` (``forward`` and :meth:`decode_latents` are not clamped,
-        so training losses see the raw output). ``latent_size``: see :meth:`indices_to_latents`.
-        """
-        return self.decode_latents(self.indices_to_latents(indices, latent_size)).clamp(-1.0, 1.0)
-
-    def forward(self, images: torch.Tensor) -> CodaVQOutput:
-        """Reconstruct ``images``; returns the sample with the quantizer's losses and statistics."""
-        latents = self.encode_latents(images)
-        q = self.quantizer(latents)
-        return CodaVQOutput(
-            sample=self.decode_latents(q.quantized), losses=q.losses, stats=q.stats, indices=q.indices,
-            quantized=q.quantized, latents=latents,
-        )  # fmt: skip
 
     # ----------------------------------------------------------------- saving
     def default_image_processor(self):

@@ -8,11 +8,9 @@ and a final ``save_pretrained`` of the prior and of the whole :class:`CodaMaskGi
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import math
-import pkgutil
 import re
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -28,6 +26,7 @@ from diffusers.training_utils import EMAModel
 from diffusers.utils import make_image_grid
 
 from ..maskgit import MaskGitConfig, MaskGitScheduler, MaskGitTransformer
+from ..models.loading import load_tokenizer
 from ..pipelines.maskgit import CodaMaskGitPipeline
 from .maskgit_data import LABEL_COLUMN, TOKEN_COLUMN, pretokenize_dataset
 
@@ -190,41 +189,6 @@ class MaskGitTrainingConfig:
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def load_tokenizer(path: str, tokenizer_class: str | None = None) -> torch.nn.Module:
-    """Load a saved coda_hf tokenizer: by ``'module:Class'``, else by the ``_class_name`` its config records."""
-    if tokenizer_class:
-        module_name, _, class_name = tokenizer_class.partition(":")
-        if not class_name:
-            raise ValueError(
-                f"tokenizer_class must look like 'module.path:ClassName'; got {tokenizer_class!r}"
-            )
-        cls = getattr(importlib.import_module(module_name), class_name)
-        return cls.from_pretrained(path)
-    config_file = Path(path) / "config.json"
-    if not config_file.is_file():
-        raise ValueError(f"tokenizer {path!r} has no config.json (expected a save_pretrained directory)")
-    class_name = json.loads(config_file.read_text()).get("_class_name")
-    cls = _find_model_class(class_name) if class_name else None
-    if cls is None:
-        raise ValueError(
-            f"tokenizer config {config_file} names class {class_name!r}, which coda_hf.models does not define; "
-            "pass --tokenizer_class module:Class"
-        )
-    return cls.from_pretrained(path)
-
-
-def _find_model_class(class_name: str):
-    """``coda_hf.models.<class_name>``, looked up in the package and then in each of its modules."""
-    models = importlib.import_module("coda_hf.models")
-    if hasattr(models, class_name):
-        return getattr(models, class_name)
-    for info in pkgutil.iter_modules(models.__path__, prefix="coda_hf.models."):
-        module = importlib.import_module(info.name)
-        if isinstance(getattr(module, class_name, None), type):
-            return getattr(module, class_name)
-    return None
-
-
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
     """The ``checkpoint-<step>`` folder with the highest step, or ``None``."""
     found = [
