@@ -471,3 +471,20 @@ def test_benchmark_script_smoke(capsys):
     assert bench.main(["--quick", "--quantizers", "fsq", "--batch", "1", "--min-time", "0"]) == 0
     table = capsys.readouterr().out
     assert "| fsq | 15360 | 16x16 | eval |" in table and "speedup" in table
+
+
+def test_usage_tracker_window_and_cached_utilization():
+    from coda_hf.quantizers.stats import UsageTracker
+
+    tracker = UsageTracker(8, window=2)
+    assert float(tracker.utilization()) == 0.0
+    tracker.update(torch.tensor([0, 1]))
+    assert float(tracker.utilization()) == 0.25
+    assert tracker.utilization() is tracker.utilization()  # no update in between: the cached value
+    tracker.update([torch.tensor([2]), torch.tensor([2])])
+    assert float(tracker.utilization()) == 3 / 8
+    tracker.update(torch.tensor([3]))  # window of 2 steps: codes 0 and 1 (step 1) have aged out
+    assert float(tracker.utilization()) == 2 / 8
+    tracker.last_seen[5] = tracker.step
+    tracker.sync()  # single process: a no-op reduction, but it invalidates the cache
+    assert float(tracker.utilization()) == 3 / 8

@@ -13,8 +13,7 @@ def perplexity_from_counts(counts: torch.Tensor) -> torch.Tensor:
     total = counts.sum()
     if total <= 0:
         return torch.zeros((), dtype=torch.float32, device=counts.device)
-    p = counts / total
-    entropy = -(p[p > 0] * p[p > 0].log()).sum()
+    entropy = torch.special.entr(counts / total).sum()  # entr(0) = 0: unused codes add nothing
     return entropy.exp().float()
 
 
@@ -40,6 +39,9 @@ class UsageTracker(nn.Module):
         self.window = int(window)
         self.register_buffer("last_seen", torch.full((codebook_size,), -(2**62), dtype=torch.long), persistent=False)
         self.register_buffer("step", torch.zeros((), dtype=torch.long), persistent=False)
+        # utilization() is O(K); eval calls (no update in between) reuse the last value.
+        self._version = 0
+        self._cached: tuple[int, torch.Tensor] | None = None
 
     @torch.no_grad()
     def update(self, indices: torch.Tensor | list[torch.Tensor]) -> None:
@@ -48,14 +50,23 @@ class UsageTracker(nn.Module):
             indices = torch.cat([i.reshape(-1) for i in indices])
         self.step += 1
         self.last_seen[indices.reshape(-1).to(self.last_seen.device)] = self.step.clone()
+        self._version += 1
 
     @torch.no_grad()
     def sync(self) -> None:
         """Merge the windows of all processes (max of last-seen steps)."""
         _all_reduce(self.last_seen, dist.ReduceOp.MAX)
+        self._version += 1
+
+    def _apply(self, fn, *args, **kwargs):  # .to(device) / .half() etc. replace the buffers
+        self._cached = None
+        return super()._apply(fn, *args, **kwargs)
 
     def utilization(self) -> torch.Tensor:
-        return (self.last_seen > self.step - self.window).float().mean()
+        if self._cached is None or self._cached[0] != self._version:
+            hit = torch.count_nonzero(self.last_seen > self.step - self.window)
+            self._cached = (self._version, hit.float() / self.codebook_size)
+        return self._cached[1]
 
 
 class CodebookCounter:
