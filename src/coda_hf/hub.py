@@ -122,7 +122,8 @@ def build_model_card(
         license=license,
         base_model=base_model,
         datasets=datasets,
-        tags=["coda_hf", "image-tokenizer" if is_tokenizer else "maskgit", "discrete-tokens"],
+        tags=["coda_hf", "image-tokenizer" if is_tokenizer else "maskgit"]
+        + ([] if tokenizer_config.get("_class_name") == "AutoencoderKL" else ["discrete-tokens"]),
         model_name=repo_id.split("/")[-1],
         eval_results=eval_results,
     )
@@ -148,6 +149,7 @@ def build_model_card(
             resolution=(metrics or {}).get("resolution", "?"),
             num_classes=prior_config.get("num_classes", "?"),
             is_pipeline=kind == "pipeline",
+            is_continuous=model_class == "AutoencoderKL",
             metrics_table=metrics_table,
             training_config=json.dumps(training_config, indent=2, sort_keys=True) if training_config else None,
         )
