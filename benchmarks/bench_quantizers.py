@@ -135,9 +135,21 @@ def theirs(kind: str, size: str, dim: int) -> nn.Module | None:
         return vqp.LFQ(dim=dim, codebook_size=2**bits, entropy_loss_weight=0.1, commitment_loss_weight=0.25,
                        channel_first=True)
     if kind == "residual":
-        return vqp.ResidualVQ(dim=dim, num_quantizers=4, codebook_size=k, decay=0.99, commitment_weight=0.25,
-                              accept_image_fmap=True)
+        # its accept_image_fmap path fails on 32x32 maps (vqp 1.x); give it (B, H*W, C) tokens instead
+        return _ChannelsLastTokens(vqp.ResidualVQ(dim=dim, num_quantizers=4, codebook_size=k, decay=0.99,
+                                                  commitment_weight=0.25))
     return None
+
+
+class _ChannelsLastTokens(nn.Module):
+    """``(B, C, H, W)`` -> ``(B, H*W, C)`` before the wrapped module (a strided view)."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, z: torch.Tensor):
+        return self.module(z.flatten(2).transpose(1, 2))
 
 
 def dense_gib(impl: str, kind: str, mode: str, tokens: int, codes: int) -> float:

@@ -22,7 +22,7 @@ run resumes (training stages also resume inside from their latest checkpoint):
     report     one table of every metrics.json + wall times      -> WORK/results.md, WORK/results.json
 
     python benchmarks/reproduce.py --workdir runs/repro --config cpu --dry-run        # print the plan
-    python benchmarks/reproduce.py --workdir runs/repro --config cpu                  # a few hours on 2 cores
+    python benchmarks/reproduce.py --workdir runs/repro --config cpu                  # about an hour on 2 cores
     python benchmarks/reproduce.py --workdir runs/repro --config gpu --launcher "accelerate launch"
 
 Numbers in the report come only from the evaluate outputs and the measured stage times; nothing is
@@ -60,10 +60,10 @@ CONFIGS: dict[str, dict] = {
         "checkpointing_steps": 1, "stats_images": 4, "norm_num_groups": 8,
     },
     "cpu": {
-        "tile_size": 64, "batch_size": 16, "vae_steps": 3000, "steps": 500, "vqgan_factor": 6, "eval_images": 972,
+        "tile_size": 64, "batch_size": 16, "vae_steps": 1200, "steps": 200, "vqgan_factor": 6, "eval_images": 972,
         "widths": [32, 64, 64], "layers_per_block": 1, "latent_channels": 4, "codebook_size": 4096,
         "scales": [1, 2, 3, 4, 6, 8, 11, 16], "lora_rank": 8, "learning_rate": 1e-3, "perceptual_weight": 1.0,
-        "gan_weight": 0.0, "cpu": True, "checkpointing_steps": 100, "stats_images": 1024, "norm_num_groups": 32,
+        "gan_weight": 0.0, "cpu": True, "checkpointing_steps": 200, "stats_images": 1024, "norm_num_groups": 32,
     },
     "gpu": {
         "tile_size": 128, "batch_size": 32, "vae_steps": 20000, "steps": 5000, "vqgan_factor": 6, "eval_images": 616,

@@ -152,18 +152,22 @@ def test_config_must_be_json_safe():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_perplexity_same_on_both_counting_paths():
-    from coda_hf.quantizers.stats import perplexity_from_counts
+@pytest.mark.parametrize("num_tokens,codebook_size", [(32, 4096), (2048, 64), (4096, 65536)])
+def test_perplexity_from_indices_matches_histogram_entropy(num_tokens, codebook_size):
+    """The O(N) per-token form equals exp(entropy) of the batch histogram, sparse or dense."""
+    from coda_hf.quantizers.stats import perplexity_from_counts, perplexity_from_indices
     from coda_hf.quantizers.vector import single_level_stats
 
-    q = VectorQuantizer(dim=2, codebook_size=4096)
-    idx = torch.randint(0, 50, (1, 4, 8))  # 32 tokens * 16 < 4096 codes: the sparse path
-    ref = perplexity_from_counts(torch.bincount(idx.reshape(-1), minlength=4096))
-    x = torch.zeros(32, 2)
-    got = single_level_stats(idx, 4096, x, x, q.usage)["perplexity"]
-    assert torch.allclose(got, ref)
-    got_dense = single_level_stats(idx, 64, x, x, q.usage)["perplexity"]  # 32 * 16 >= 64: bincount path
-    assert torch.allclose(got_dense, ref)
+    g = torch.Generator().manual_seed(0)
+    # skewed draws so that codes repeat (a uniform draw would make every count 1 when N << K)
+    idx = (torch.rand(num_tokens, generator=g) ** 3 * min(codebook_size, 200)).long().reshape(1, -1, 1)
+    ref = perplexity_from_counts(torch.bincount(idx.reshape(-1), minlength=codebook_size), dtype=torch.float64)
+    assert 1.0 < float(ref) < min(codebook_size, 200)
+    assert torch.allclose(perplexity_from_indices(idx, codebook_size), ref, rtol=1e-5)
+    q = VectorQuantizer(dim=2, codebook_size=codebook_size)
+    x = torch.zeros(num_tokens, 2)
+    assert torch.allclose(single_level_stats(idx, codebook_size, x, x, q.usage)["perplexity"], ref, rtol=1e-5)
+    assert float(perplexity_from_indices(torch.full((7,), 3), codebook_size)) == pytest.approx(1.0)
 
 
 def test_vq_l2_search_matches_brute_force_and_losses():

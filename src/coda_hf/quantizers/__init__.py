@@ -13,7 +13,7 @@ from .lfq import LookupFreeQuantizer
 from .multiscale import MultiScaleResidualQuantizer
 from .output import QuantizerOutput, flatten_indices, unflatten_indices
 from .residual import ResidualQuantizer
-from .stats import CodebookCounter, UsageTracker, perplexity_from_counts
+from .stats import CodebookCounter, UsageTracker, perplexity_from_counts, perplexity_from_indices
 from .vector import VectorQuantizer
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "build_quantizer",
     "flatten_indices",
     "perplexity_from_counts",
+    "perplexity_from_indices",
     "register_quantizer",
     "unflatten_indices",
 ]

@@ -10,7 +10,7 @@ from torch import nn
 from .base import BaseQuantizer, register_quantizer
 from .output import QuantizerOutput
 from .stats import UsageTracker
-from .vector import from_tokens, single_level_stats, straight_through, to_tokens
+from .vector import single_level_stats, straight_through
 
 
 @register_quantizer("fsq")
@@ -63,14 +63,41 @@ class FSQuantizer(BaseQuantizer):
 
     def bound(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, d)`` -> values in ``(-L/2, L/2)`` per channel, shifted so even ``L`` rounds to ``L`` values."""
-        return torch.tanh(x + self._bound_shift) * self._bound_scale - self._bound_offset
+        return self._squash(x + self._bound_shift, channel_dim=-1)
 
-    def _codes_to_latents(self, codes: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
-        """``(N, d)`` integer-valued codes -> ``(B, C, H, W)``: normalise to ``[-1, 1]``, project out."""
-        x = codes / self._half_width
+    def _squash(self, shifted: torch.Tensor, channel_dim: int) -> torch.Tensor:
+        """``tanh(shifted) * half_l - offset`` with the ``(d,)`` constants laid along ``channel_dim``."""
+        shape = [-1] + [1] * (-channel_dim - 1)  # (d,) for the last dim, (d, 1) for dim -2
+        return torch.addcmul(-self._bound_offset.view(shape), torch.tanh(shifted), self._bound_scale.view(shape))
+
+    # The forward pass works channels-first on ``(B, d, H*W)``: the projections are batched matmuls on
+    # the NCHW input, so no (B, H, W, C) permute copy is made and the output is contiguous NCHW.
+
+    def _bounded(self, z: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` -> ``(B, d, H*W)`` float32 bounded values (:meth:`bound`, channels-first)."""
+        b, c, h, w = z.shape
+        x = z.reshape(b, c, h * w).float()
+        shift = self._bound_shift[:, None]  # (d, 1)
+        if self.project_in is not None:  # tanh(W z + bias + shift): the shift rides on the bias
+            weight = self.project_in.weight.float()
+            x = torch.baddbmm((self.project_in.bias.float()[:, None] + shift)[None], weight.expand(b, -1, -1), x)
+        else:
+            x = x + shift
+        return self._squash(x, channel_dim=-2)
+
+    def _codes_to_latents(self, codes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """``(B, d, H*W)`` integer-valued codes -> ``(B, C, H, W)``: normalise to ``[-1, 1]``, project out.
+
+        The ``1 / (L // 2)`` normalisation is folded into the ``(C, d)`` output weight. Forward and
+        :meth:`indices_to_codes` both go through here, so their outputs agree bit for bit.
+        """
+        b = codes.shape[0]
         if self.project_out is not None:
-            x = self.project_out(x)
-        return from_tokens(x, batch, height, width)
+            weight = self.project_out.weight.float() / self._half_width  # (C, d)
+            x = torch.baddbmm(self.project_out.bias.float()[None, :, None], weight.expand(b, -1, -1), codes)
+        else:
+            x = codes / self._half_width[:, None]
+        return x.reshape(b, -1, height, width)
 
     def codes_to_indices(self, codes: torch.Tensor) -> torch.Tensor:
         """``(..., d)`` integer codes -> ``(...)`` long indices in ``[0, prod(levels))``."""
@@ -80,6 +107,16 @@ class FSQuantizer(BaseQuantizer):
         """``(..., d)`` long codes -> ``(...)`` indices: digits ``code + L // 2`` in mixed radix."""
         return ((int_codes + self._half_levels) * self._basis).sum(dim=-1)
 
+    def _pack_channels_first(self, hard: torch.Tensor) -> torch.Tensor:
+        """``(B, d, N)`` integer-valued float codes -> ``(B, N)`` long indices (same packing as :meth:`_pack`).
+
+        ``sum_i (code_i + L_i // 2) * basis_i = basis . code + basis . (L // 2)``: one small matmul, exact in
+        floating point while ``prod(levels) <= 2**24`` (float32) and beyond that in float64.
+        """
+        dtype = torch.float32 if self.codebook_size <= 2**24 else torch.float64
+        offset = int((self._half_levels * self._basis).sum())
+        return (torch.matmul(self._basis.to(dtype), hard.to(dtype)) + offset).long()
+
     def indices_to_integer_codes(self, indices: torch.Tensor) -> torch.Tensor:
         """``(...)`` long indices -> ``(..., d)`` integer codes (as float)."""
         digits = (indices.long().unsqueeze(-1) // self._basis) % self._levels
@@ -88,23 +125,20 @@ class FSQuantizer(BaseQuantizer):
     def indices_to_codes(self, indices: list[torch.Tensor]) -> torch.Tensor:
         idx = indices[0]  # (B, H, W)
         b, h, w = idx.shape
-        codes = self.indices_to_integer_codes(idx.reshape(-1))  # (N, d)
-        return self._codes_to_latents(codes, b, h, w)
+        codes = self.indices_to_integer_codes(idx.reshape(b, h * w))  # (B, H*W, d)
+        return self._codes_to_latents(codes.transpose(1, 2).contiguous(), h, w)
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         self._check_input(z)
         b, _, h, w = z.shape
-        z_tokens = to_tokens(z)  # (N, C)
-        x = self.project_in(z_tokens) if self.project_in is not None else z_tokens  # (N, d)
-        bounded = self.bound(x.float())
-        hard = bounded.detach().round()  # (N, d) integer codes
+        bounded = self._bounded(z)  # (B, d, H*W)
+        hard = bounded.detach().round()  # (B, d, H*W) integer codes
         codes = straight_through(hard, bounded)  # ST grads
-        idx = self._pack(hard.long())  # (N,)
-        quantized = self._codes_to_latents(codes, b, h, w).to(z.dtype)
+        indices = self._pack_channels_first(hard).reshape(b, h, w)  # (B, H, W)
+        quantized = self._codes_to_latents(codes, h, w).to(z.dtype)  # (B, C, H, W) contiguous
         if self.training:
-            self.usage.update(idx)
-        indices = idx.reshape(b, h, w)
-        stats = single_level_stats(indices, self.codebook_size, to_tokens(quantized), z_tokens, self.usage)
+            self.usage.update(indices)
+        stats = single_level_stats(indices, self.codebook_size, quantized, z, self.usage)
         return QuantizerOutput(quantized=quantized, indices=[indices], losses={}, stats=stats)
 
     def extra_repr(self) -> str:

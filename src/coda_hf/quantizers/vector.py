@@ -13,7 +13,7 @@ from torch import nn
 
 from .base import BaseQuantizer, register_quantizer
 from .output import QuantizerOutput
-from .stats import UsageTracker, batch_stats, perplexity_from_counts
+from .stats import UsageTracker, batch_stats
 
 # ---------------------------------------------------------------------------------------------
 # Shared helpers
@@ -50,13 +50,7 @@ def single_level_stats(
     avoids a strided pass over the channels-last output).
     """
     quant_error = F.mse_loss(quantized.detach().float(), z.detach().float()).reshape(1)
-    if indices.numel() * 16 < codebook_size:
-        # far fewer tokens than codes: count only the codes present (same perplexity; sorting N tokens is
-        # cheaper than the O(K) histogram + entropy)
-        counts = torch.unique(indices, return_counts=True)[1]
-        stats = {"perplexity": perplexity_from_counts(counts), "quant_error": quant_error.detach().float()}
-    else:
-        stats = batch_stats([indices], codebook_size, quant_error)
+    stats = batch_stats([indices], codebook_size, quant_error)
     stats["utilization"] = tracker.utilization()
     return stats
 
