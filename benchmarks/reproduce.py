@@ -56,19 +56,19 @@ CONFIGS: dict[str, dict] = {
     "smoke": {  # 2-step wiring check (tests); not a result
         "tile_size": 32, "batch_size": 2, "vae_steps": 2, "steps": 2, "vqgan_factor": 6, "eval_images": 4,
         "widths": [8, 16], "layers_per_block": 1, "latent_channels": 4, "codebook_size": 16, "scales": [1, 2, 4, 16],
-        "lora_rank": 2, "learning_rate": 1e-3, "perceptual_weight": 0.0, "gan_weight": 0.0, "cpu": True,
+        "attention_hidden_dim": 8, "lora_rank": 2, "learning_rate": 1e-3, "perceptual_weight": 0.0, "gan_weight": 0.0, "cpu": True,
         "checkpointing_steps": 1, "stats_images": 4, "norm_num_groups": 8,
     },
     "cpu": {
         "tile_size": 64, "batch_size": 16, "vae_steps": 1200, "steps": 200, "vqgan_factor": 6, "eval_images": 972,
         "widths": [32, 64, 64], "layers_per_block": 1, "latent_channels": 4, "codebook_size": 4096,
-        "scales": [1, 2, 3, 4, 6, 8, 11, 16], "lora_rank": 8, "learning_rate": 1e-3, "perceptual_weight": 1.0,
+        "scales": [1, 2, 3, 4, 6, 8, 11, 16], "attention_hidden_dim": 128, "lora_rank": 8, "learning_rate": 1e-3, "perceptual_weight": 1.0,
         "gan_weight": 0.0, "cpu": True, "checkpointing_steps": 200, "stats_images": 1024, "norm_num_groups": 32,
     },
     "gpu": {
         "tile_size": 128, "batch_size": 32, "vae_steps": 20000, "steps": 5000, "vqgan_factor": 6, "eval_images": 616,
         "widths": [128, 256, 512, 512], "layers_per_block": 2, "latent_channels": 16, "codebook_size": 16384,
-        "scales": [1, 2, 3, 4, 6, 9, 13, 16], "lora_rank": 32, "learning_rate": 5e-4, "perceptual_weight": 1.0,
+        "scales": [1, 2, 3, 4, 6, 9, 13, 16], "attention_hidden_dim": 256, "lora_rank": 32, "learning_rate": 5e-4, "perceptual_weight": 1.0,
         "gan_weight": 0.5, "cpu": False, "checkpointing_steps": 1000, "stats_images": 2048, "norm_num_groups": 32,
     },
 }
@@ -90,8 +90,15 @@ def _quantizer(run: str, hw: dict) -> dict:
     k = hw["codebook_size"]
     if run == "vq":
         return {"name": "vq", "codebook_size": k}
-    inner = "vq" if run == "msvq" else "attention"
-    return {"name": "multiscale", "scales": hw["scales"], "quantizer": inner, "quantizer_kwargs": {"codebook_size": k}}
+    if run == "msvq":
+        return {"name": "multiscale", "scales": hw["scales"], "quantizer": "vq", "quantizer_kwargs": {"codebook_size": k}}
+    # The attention quantizer's logits are q.k / sqrt(hidden) with RMS-normalised q, k, so they lie within
+    # +-sqrt(hidden) at init: with the default hidden = latent channels (4 here) the softmax over 4,096
+    # codes is nearly uniform and the soft term of the IBQ loss pulls every code to the mean. A query/key
+    # width with sqrt(hidden) > ln(K) lets it concentrate (measured: hidden 4 -> 128 took the 200-step
+    # msattn row from 17.60 to 17.81 dB PSNR and FD-EffNet 134.5 -> 119.6).
+    kwargs = {"codebook_size": k, "hidden_dim": hw["attention_hidden_dim"]}
+    return {"name": "multiscale", "scales": hw["scales"], "quantizer": "attention", "quantizer_kwargs": kwargs}
 
 
 def _train_stage(name: str, work: Path, hw: dict, launcher: list[str], photos: Path, extra: dict) -> Stage:
@@ -222,9 +229,20 @@ def _add_timing(work: Path, name: str, seconds: float) -> None:
     tmp.replace(work / "timings.json")
 
 
+def _reset_timing(work: Path, name: str) -> None:
+    timings = _read_timings(work)
+    if timings.pop(name, None) is not None:
+        tmp = work / "timings.json.tmp"
+        tmp.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
+        tmp.replace(work / "timings.json")
+
+
 def run_plan(stages: list[Stage], work: Path, dry_run: bool = False, force: tuple[str, ...] = ()) -> list[str]:
     """Run the stages in order, skipping those whose output exists (unless named in ``force``).
 
+    A forced training stage starts afresh: its previous run directory is moved aside (renamed
+    ``<run>.replaced-<unix time>``, never deleted) so that ``resume_from_checkpoint: latest`` cannot pick
+    up a checkpoint of the old configuration, and its wall time restarts from zero.
     Returns the names of the stages that ran (or would run, with ``dry_run``).
     """
     ran = []
@@ -238,6 +256,13 @@ def run_plan(stages: list[Stage], work: Path, dry_run: bool = False, force: tupl
         logger.info("[%s] %s", stage.name, shlex.join(stage.command) if stage.command else "write_report")
         if dry_run:
             continue
+        if stage.name in force:
+            run_dir = stage.done_marker.parent
+            if stage.config_file is not None and run_dir.exists():
+                aside = run_dir.with_name(f"{run_dir.name}.replaced-{int(time.time())}")
+                logger.info("[%s] forced: moving the previous run %s to %s", stage.name, run_dir, aside)
+                run_dir.rename(aside)
+            _reset_timing(work, stage.name)
         if stage.config_file is not None:
             stage.config_file.parent.mkdir(parents=True, exist_ok=True)
             stage.config_file.write_text(yaml.safe_dump(stage.config, sort_keys=True))

@@ -497,7 +497,8 @@ def test_reproduce_plan_skips_finished_stages_and_reports(tmp_path, monkeypatch)
     assert stage["vq"].config["quantizer"] == {"name": "vq", "codebook_size": hw["codebook_size"]}
     assert stage["msvq"].config["quantizer"]["quantizer"] == "vq"
     assert stage["msattn"].config["quantizer"] == stage["coda"].config["quantizer"]
-    assert stage["msattn"].config["quantizer"]["quantizer_kwargs"]["codebook_size"] == hw["codebook_size"]
+    attn_kwargs = stage["msattn"].config["quantizer"]["quantizer_kwargs"]
+    assert attn_kwargs == {"codebook_size": hw["codebook_size"], "hidden_dim": hw["attention_hidden_dim"]}
     assert stage["vqgan"].config["max_train_steps"] == 6 * hw["steps"]  # the baseline gets 6N steps
     assert stage["vqgan"].config["quantizer"] == stage["vq"].config["quantizer"]
     assert "--write" in stage["vae-stats"].command
@@ -520,6 +521,19 @@ def test_reproduce_plan_skips_finished_stages_and_reports(tmp_path, monkeypatch)
     assert results == {"coda": {"psnr": 21.5}, "vqgan": {"psnr": 18.25}}
     assert "| coda | 21.5 |" in (tmp_path / "results.md").read_text()
     assert repro.main(["--workdir", str(tmp_path / "w"), "--dry-run"]) == 0
+    # a forced training stage moves its old run aside (kept, never deleted) and restarts its wall time
+    vq_dir = tmp_path / "runs" / "vq"
+    (vq_dir / "checkpoint-200").mkdir(parents=True)
+    (vq_dir / "training_summary.json").write_text("{}")
+    (tmp_path / "timings.json").write_text(json.dumps({"vq": 71.2, "vae": 5.0}))
+    only_vq = [stage["vq"]]
+    stage["vq"].command = [sys.executable, "-c", "print('retrained')"]
+    assert repro.run_plan(only_vq, tmp_path) == []
+    assert repro.run_plan(only_vq, tmp_path, force=("vq",)) == ["vq"]
+    (aside,) = (tmp_path / "runs").glob("vq.replaced-*")
+    assert (aside / "checkpoint-200").is_dir() and not vq_dir.exists()
+    timings = json.loads((tmp_path / "timings.json").read_text())
+    assert timings["vae"] == 5.0 and timings["vq"] < 60
     assert not (tmp_path / "w" / "configs").exists()  # dry run writes nothing
 
 
