@@ -442,6 +442,9 @@ def test_lfq_entropy_loss_matches_full_distribution():
     factorised_codebook = per_sample - q2.entropy_loss(x)
     assert factorised_codebook >= codebook - 1e-4  # upper bound of the joint codebook entropy
     assert factorised_codebook <= 4 * math.log(2) + 1e-6
+    # the forward's channels-first layout (B, d, N) gives the same loss as (N, d) tokens
+    channels_first = x.reshape(2, 32, 4).transpose(1, 2)
+    assert torch.allclose(q2.entropy_loss(channels_first, channel_dim=1), q2.entropy_loss(x), atol=1e-6)
 
 
 def test_lfq_losses_are_weighted():

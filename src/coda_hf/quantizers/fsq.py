@@ -10,7 +10,7 @@ from torch import nn
 from .base import BaseQuantizer, register_quantizer
 from .output import QuantizerOutput
 from .stats import UsageTracker
-from .vector import single_level_stats, straight_through
+from .vector import linear_channels_first, pack_channels_first, single_level_stats, straight_through
 
 
 @register_quantizer("fsq")
@@ -79,8 +79,7 @@ class FSQuantizer(BaseQuantizer):
         x = z.reshape(b, c, h * w).float()
         shift = self._bound_shift[:, None]  # (d, 1)
         if self.project_in is not None:  # tanh(W z + bias + shift): the shift rides on the bias
-            weight = self.project_in.weight.float()
-            x = torch.baddbmm((self.project_in.bias.float()[:, None] + shift)[None], weight.expand(b, -1, -1), x)
+            x = linear_channels_first(x, self.project_in.weight.float(), self.project_in.bias.float() + shift[:, 0])
         else:
             x = x + shift
         return self._squash(x, channel_dim=-2)
@@ -94,7 +93,7 @@ class FSQuantizer(BaseQuantizer):
         b = codes.shape[0]
         if self.project_out is not None:
             weight = self.project_out.weight.float() / self._half_width  # (C, d)
-            x = torch.baddbmm(self.project_out.bias.float()[None, :, None], weight.expand(b, -1, -1), codes)
+            x = linear_channels_first(codes, weight, self.project_out.bias.float())
         else:
             x = codes / self._half_width[:, None]
         return x.reshape(b, -1, height, width)
@@ -108,14 +107,10 @@ class FSQuantizer(BaseQuantizer):
         return ((int_codes + self._half_levels) * self._basis).sum(dim=-1)
 
     def _pack_channels_first(self, hard: torch.Tensor) -> torch.Tensor:
-        """``(B, d, N)`` integer-valued float codes -> ``(B, N)`` long indices (same packing as :meth:`_pack`).
-
-        ``sum_i (code_i + L_i // 2) * basis_i = basis . code + basis . (L // 2)``: one small matmul, exact in
-        floating point while ``prod(levels) <= 2**24`` (float32) and beyond that in float64.
-        """
-        dtype = torch.float32 if self.codebook_size <= 2**24 else torch.float64
+        """``(B, d, N)`` integer-valued float codes -> ``(B, N)`` long indices (same packing as :meth:`_pack`):
+        ``sum_i (code_i + L_i // 2) * basis_i = basis . code + basis . (L // 2)``."""
         offset = int((self._half_levels * self._basis).sum())
-        return (torch.matmul(self._basis.to(dtype), hard.to(dtype)) + offset).long()
+        return pack_channels_first(hard, self._basis, self.codebook_size) + offset
 
     def indices_to_integer_codes(self, indices: torch.Tensor) -> torch.Tensor:
         """``(...)`` long indices -> ``(..., d)`` integer codes (as float)."""

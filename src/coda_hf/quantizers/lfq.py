@@ -9,7 +9,7 @@ from torch import nn
 from .base import BaseQuantizer, register_quantizer
 from .output import QuantizerOutput
 from .stats import UsageTracker
-from .vector import from_tokens, single_level_stats, straight_through, to_tokens
+from .vector import linear_channels_first, pack_channels_first, single_level_stats, straight_through
 
 
 def _binary_entropy(p: torch.Tensor) -> torch.Tensor:
@@ -73,43 +73,47 @@ class LookupFreeQuantizer(BaseQuantizer):
             self.project_in = self.project_out = None
         self.usage = UsageTracker(self.codebook_size)
 
-    def _codes_to_latents(self, codes: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
-        """``(N, d)`` codes in ``{-1, 1}`` -> ``(B, C, H, W)``."""
+    # Channels-first throughout, as FSQ: tokens are (B, d, H*W), no permute copies.
+
+    def _codes_to_latents(self, codes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """``(B, d, H*W)`` codes in ``{-1, 1}`` -> ``(B, C, H, W)``."""
         if self.project_out is not None:
-            codes = self.project_out(codes)
-        return from_tokens(codes, batch, height, width)
+            codes = linear_channels_first(codes, self.project_out.weight, self.project_out.bias)
+        return codes.reshape(codes.shape[0], -1, height, width)
 
     def indices_to_codes(self, indices: list[torch.Tensor]) -> torch.Tensor:
         idx = indices[0]  # (B, H, W)
         b, h, w = idx.shape
-        bits = (idx.reshape(-1, 1).long() // self._bit_weights) % 2  # (N, d) in {0, 1}
+        bits = (idx.reshape(b, 1, h * w).long() // self._bit_weights[:, None]) % 2  # (B, d, H*W) in {0, 1}
         codes = bits.float() * 2 - 1  # the same op as the forward's `hard`
-        return self._codes_to_latents(codes, b, h, w)
+        return self._codes_to_latents(codes, h, w)
 
-    def entropy_loss(self, x: torch.Tensor) -> torch.Tensor:
-        """MAGVIT-v2 entropy loss of ``(N, d)`` pre-quantization latents (factorised over bits)."""
-        p_plus = torch.sigmoid(4 * x.float() / self.entropy_temperature)  # (N, d) q(bit = +1 | z)
-        per_sample = _binary_entropy(p_plus).sum(dim=-1).mean()
-        codebook = _binary_entropy(p_plus.mean(dim=0)).sum()
+    def entropy_loss(self, x: torch.Tensor, channel_dim: int = -1) -> torch.Tensor:
+        """MAGVIT-v2 entropy loss of pre-quantization latents with the ``d`` bits along ``channel_dim``
+        (``(N, d)`` tokens by default; the forward passes ``(B, d, N)``), factorised over bits."""
+        p_plus = torch.sigmoid(4 * x.float() / self.entropy_temperature)  # q(bit = +1 | z)
+        per_sample = _binary_entropy(p_plus).sum(dim=channel_dim).mean()
+        token_dims = [i for i in range(p_plus.dim()) if i != channel_dim % p_plus.dim()]
+        codebook = _binary_entropy(p_plus.mean(dim=token_dims)).sum()
         return per_sample - self.diversity_gamma * codebook
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         self._check_input(z)
-        b, _, h, w = z.shape
-        z_tokens = to_tokens(z)  # (N, C)
-        x = self.project_in(z_tokens) if self.project_in is not None else z_tokens  # (N, d)
-        bits = x.detach() > 0  # (N, d)
+        b, c, h, w = z.shape
+        x = z.reshape(b, c, h * w)
+        if self.project_in is not None:
+            x = linear_channels_first(x, self.project_in.weight, self.project_in.bias)  # (B, d, H*W)
+        bits = x.detach() > 0  # (B, d, H*W)
         hard = bits.to(x.dtype) * 2 - 1
-        codes = straight_through(hard, x)  # (N, d) in {-1, 1}, ST grads
-        idx = (bits.long() * self._bit_weights).sum(dim=-1)  # (N,)
+        codes = straight_through(hard, x)  # (B, d, H*W) in {-1, 1}, ST grads
+        indices = pack_channels_first(bits, self._bit_weights, self.codebook_size).reshape(b, h, w)
         losses = {"commitment": self.commitment_weight * F.mse_loss(x, hard)}
         if self.training:  # a regulariser on batch statistics: training only (as MAGVIT-v2)
-            losses["entropy"] = self.entropy_weight * self.entropy_loss(x)
-        quantized = self._codes_to_latents(codes, b, h, w)
+            losses["entropy"] = self.entropy_weight * self.entropy_loss(x, channel_dim=1)
+        quantized = self._codes_to_latents(codes, h, w)  # (B, C, H, W) contiguous
         if self.training:
-            self.usage.update(idx)
-        indices = idx.reshape(b, h, w)
-        stats = single_level_stats(indices, self.codebook_size, to_tokens(quantized), z_tokens, self.usage)
+            self.usage.update(indices)
+        stats = single_level_stats(indices, self.codebook_size, quantized, z, self.usage)
         return QuantizerOutput(quantized=quantized, indices=[indices], losses=losses, stats=stats)
 
     def extra_repr(self) -> str:

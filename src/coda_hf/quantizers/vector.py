@@ -30,6 +30,25 @@ def from_tokens(x: torch.Tensor, batch: int, height: int, width: int) -> torch.T
     return x.reshape(batch, height, width, -1).permute(0, 3, 1, 2)
 
 
+def linear_channels_first(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """A linear layer on channels-first tokens: ``(B, C_in, N)`` -> ``(B, C_out, N)`` in one batched matmul.
+
+    Applying ``nn.Linear`` to a ``(B, C, H, W)`` latent needs a permute copy to ``(B*H*W, C)`` and back;
+    on CPU with a handful of channels that copy costs more than the matmul itself.
+    """
+    return torch.baddbmm(bias[None, :, None], weight.expand(x.shape[0], -1, -1), x)
+
+
+def pack_channels_first(digits: torch.Tensor, weights: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """``(B, d, N)`` integer-valued float digits, ``(d,)`` integer place values -> ``(B, N)`` long indices.
+
+    ``sum_i digits_i * weights_i`` as one small matmul; exact in float32 while ``codebook_size <= 2**24``
+    and in float64 beyond.
+    """
+    dtype = torch.float32 if codebook_size <= 2**24 else torch.float64
+    return torch.matmul(weights.to(dtype), digits.to(dtype)).long()
+
+
 def straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
     """Value of ``hard`` (bit-exact), gradient of ``soft`` (straight-through estimator).
 
