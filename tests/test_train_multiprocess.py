@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -46,8 +47,16 @@ def test_two_processes_train_one_model_on_disjoint_shards(tmp_path, kind):
     env["ACCELERATE_USE_CPU"] = "true"
     cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(29517 + (kind == "coda")), str(SCRIPT), *argv]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    # own session: on a timeout the launcher AND its worker processes are killed, none left behind
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            start_new_session=True)  # fmt: skip
+    try:
+        _, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, stderr[-4000:]
 
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["num_processes"] == 2 and summary["global_step"] == 4
@@ -63,3 +72,31 @@ def test_two_processes_train_one_model_on_disjoint_shards(tmp_path, kind):
     # The unreadable file lies in exactly one rank's shards and is counted once.
     assert summary["skipped_images"] == 1
     assert (out / "checkpoint-4" / "training_state_rank1.json").is_file()
+
+
+def test_release_distributed_destroys_only_a_group_the_run_created(tmp_path):
+    import torch.distributed as dist
+
+    from coda_hf.distributed import owns_no_process_group_yet, release_distributed
+
+    class FakeAccelerator:
+        freed = waited = 0
+
+        def free_memory(self):
+            self.freed += 1
+
+        def wait_for_everyone(self):
+            self.waited += 1
+
+    assert owns_no_process_group_yet()
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert not owns_no_process_group_yet()
+        acc = FakeAccelerator()
+        release_distributed(acc, owns_process_group=False)  # the caller's group: kept
+        assert dist.is_initialized() and acc.freed == 1 and acc.waited == 0
+        release_distributed(acc, owns_process_group=True)  # the run's own group: destroyed
+        assert not dist.is_initialized() and acc.freed == 2 and acc.waited == 1
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -34,6 +34,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from accelerate import Accelerator
 
+    from ..distributed import owns_no_process_group_yet, release_distributed
     from ..metrics import default_feature_extractors, evaluate_tokenizer, metrics_markdown_row
     from ..metrics.eval_data import image_batches, load_image_dataset
     from ..metrics.evaluation import MARKDOWN_HEADER
@@ -48,6 +49,7 @@ def run(args) -> int:
     except (FileNotFoundError, ValueError) as e:
         logger.error("%s", e)
         return 1
+    owns_process_group = owns_no_process_group_yet()
     accelerator = Accelerator(cpu=args.cpu)
     model = model.to(accelerator.device).eval()
     batches = image_batches(
@@ -69,4 +71,5 @@ def run(args) -> int:
         (out / "metrics.md").write_text(MARKDOWN_HEADER + "\n" + metrics_markdown_row(metrics, Path(args.model).name) + "\n")
         logger.info("wrote %s: %s", out / "metrics.json", {k: v for k, v in metrics.items() if isinstance(v, float)})
     accelerator.wait_for_everyone()
+    release_distributed(accelerator, owns_process_group)
     return 0

@@ -30,6 +30,7 @@ from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, gather_object, set_seed
 from tqdm.auto import tqdm
 
+from ..distributed import owns_no_process_group_yet, release_distributed
 from .checkpointing import load_checkpoint, remove_incomplete, resolve_checkpoint, save_checkpoint
 from .config import TrainingConfig
 from .data import DataState, TrainBatches, build_transform
@@ -155,6 +156,7 @@ def push_model_to_hub(model_dir: str | Path, config: TrainingConfig) -> str:
 # --------------------------------------------------------------------------------------- training
 def train(config: TrainingConfig) -> TrainResult:
     """Run the training described by ``config`` (single or multi-process, launched by ``accelerate``)."""
+    owns_process_group = owns_no_process_group_yet()
     accelerator = make_accelerator(config)
     output_dir = Path(config.output_dir)
     if accelerator.is_main_process:
@@ -389,11 +391,13 @@ def train(config: TrainingConfig) -> TrainResult:
             logger.info("pushed %s to %s", output_dir, url)
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    is_main = accelerator.is_main_process
+    release_distributed(accelerator, owns_process_group)
     return TrainResult(
         output_dir=str(output_dir), global_step=global_step, skipped_nonfinite_steps=skipped_nonfinite,
         skipped_images=sum(s["skipped_images"] for s in summaries),
         last_checkpoint=str(last_checkpoint) if last_checkpoint else None, last_logs=logs,
-        is_main_process=accelerator.is_main_process,
+        is_main_process=is_main,
     )  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 from diffusers.utils import make_image_grid
 
+from ..distributed import owns_no_process_group_yet, release_distributed
 from ..maskgit import MaskGitConfig, MaskGitScheduler, MaskGitTransformer
 from ..models.loading import load_tokenizer
 from ..pipelines.maskgit import CodaMaskGitPipeline
@@ -246,6 +247,7 @@ def train_maskgit(config: MaskGitTrainingConfig) -> Path:
     """Run the whole training; returns ``output_dir`` (holding ``prior/`` and ``pipeline/``)."""
     output_dir = Path(config.output_dir)
     report_to = None if config.report_to == "none" else config.report_to
+    owns_process_group = owns_no_process_group_yet()
     accelerator = Accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         mixed_precision=config.mixed_precision,
@@ -422,6 +424,7 @@ def train_maskgit(config: MaskGitTrainingConfig) -> Path:
 
         with_ema_weights(_save)
     accelerator.end_training()
+    release_distributed(accelerator, owns_process_group)
     return output_dir
 
 
