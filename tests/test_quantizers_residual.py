@@ -400,3 +400,28 @@ def test_attention_train_chunk_size_checkpoints_with_identical_results():
         torch.testing.assert_close(gp_a[k], gp_b[k], rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="train_chunk_size"):
         attention(train_chunk_size=-1)
+
+
+def test_attention_eval_key_cache_follows_parameter_updates():
+    """The eval search reuses the codebook keys across calls/levels, never after the parameters change."""
+    q = attention().eval()
+    z = randn(2, 8, 4, 4)
+    first = q(z).indices[0]
+    assert q._eval_keys() is q._eval_keys()  # reused while nothing changed
+    with torch.no_grad():
+        torch.testing.assert_close(q._eval_keys(), q.keys())
+    opt = torch.optim.SGD(q.parameters(), lr=10.0)
+    q.train()
+    sum(q(z).losses.values()).backward()
+    opt.step()  # in-place update: version counters move
+    q.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(q._eval_keys(), q.keys())
+    other = attention(seed=3).eval()
+    q.load_state_dict(other.state_dict())
+    assert torch.equal(q(z).indices[0], other(z).indices[0])
+    q.double()
+    with torch.no_grad():
+        assert q._eval_keys().dtype == torch.float64
+        torch.testing.assert_close(q._eval_keys(), q.keys())
+    assert first.shape == (2, 4, 4)

@@ -161,6 +161,23 @@ class AttentionQuantizer(BaseQuantizer):
         """``(K, hidden)`` normalised keys of the codebook."""
         return self.k_norm(self.k_proj(self.embedding))
 
+    @torch.no_grad()
+    def _eval_keys(self) -> torch.Tensor:
+        """:meth:`keys` for the eval search, reused while the parameters are unchanged.
+
+        A multi-scale quantizer with a shared codebook searches it once per level (10 times per image for
+        CODA); the keys depend only on the codebook, ``k_proj`` and ``k_norm``. The cache is keyed by each
+        parameter's storage and version counter, so an optimizer step, ``load_state_dict`` or ``.to()``
+        invalidates it.
+        """
+        params = [p for p in (self.embedding, self.k_proj.weight, self.k_proj.bias, self.k_norm.weight) if p is not None]
+        stamp = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
+        cached = getattr(self, "_keys_cache", None)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, self.keys())
+            self._keys_cache = cached
+        return cached[1]
+
     def values(self) -> torch.Tensor:
         """``(K, C)`` values: every code mapped into latent space."""
         return self.v_proj(self.embedding)
@@ -221,7 +238,7 @@ class AttentionQuantizer(BaseQuantizer):
         ``"soft_sse"`` (squared error of ``soft V`` against ``f``), ``"sample_entropy_sum"``, ``"prob_sum"`` (K,).
         """
         n = f.shape[0]
-        queries, keys = self.queries(f), self.keys()  # (N, hidden), (K, hidden)
+        queries, keys = self.queries(f), self._eval_keys()  # (N, hidden), (K, hidden)
         values = self.values() if with_losses else None  # (K, C)
         chunk = max(1, self._eval_chunk(n))
         out: dict[str, torch.Tensor] = {"indices": torch.empty(n, dtype=torch.long, device=f.device)}
@@ -236,8 +253,8 @@ class AttentionQuantizer(BaseQuantizer):
                 out["soft_sse"] += (z_soft.float() - f[start : start + chunk].float()).pow(2).sum()
                 out["sample_entropy_sum"] += ent
                 out["prob_sum"] += probs
-            else:
-                idx = self.logits(q_chunk, keys).argmax(dim=-1)  # (n_c, K) scores -> (n_c,)
+            else:  # argmax is unchanged by the positive 1/sqrt(hidden): skip that pass over the scores
+                idx = (q_chunk @ keys.t()).argmax(dim=-1)  # (n_c, K) scores -> (n_c,)
             out["indices"][start : start + chunk] = idx
         return out
 
