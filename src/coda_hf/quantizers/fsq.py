@@ -47,6 +47,7 @@ class FSQuantizer(BaseQuantizer):
         half_l = (lv.double() - 1) * (1 + self.eps) / 2
         offset = (lv % 2 == 0).double() * 0.5
         # Constants of the bound and the packing, (d,) each; derived from `levels`, so not saved.
+        self._pack_offset = int(((lv // 2) * basis).sum())  # basis . (L // 2), a Python int: no device sync
         self.register_buffer("_levels", lv, persistent=False)
         self.register_buffer("_basis", basis, persistent=False)
         self.register_buffer("_half_levels", lv // 2, persistent=False)  # integer code + L // 2 = digit
@@ -109,8 +110,7 @@ class FSQuantizer(BaseQuantizer):
     def _pack_channels_first(self, hard: torch.Tensor) -> torch.Tensor:
         """``(B, d, N)`` integer-valued float codes -> ``(B, N)`` long indices (same packing as :meth:`_pack`):
         ``sum_i (code_i + L_i // 2) * basis_i = basis . code + basis . (L // 2)``."""
-        offset = int((self._half_levels * self._basis).sum())
-        return pack_channels_first(hard, self._basis, self.codebook_size) + offset
+        return pack_channels_first(hard, self._basis, self.codebook_size) + self._pack_offset
 
     def indices_to_integer_codes(self, indices: torch.Tensor) -> torch.Tensor:
         """``(...)`` long indices -> ``(..., d)`` integer codes (as float)."""
