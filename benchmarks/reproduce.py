@@ -219,22 +219,26 @@ def _read_timings(work: Path) -> dict[str, float]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _add_timing(work: Path, name: str, seconds: float) -> None:
-    """Wall seconds per stage, summed over the invocations that ran it (a resumed stage adds up)."""
-    timings = _read_timings(work)
-    timings[name] = round(timings.get(name, 0.0) + seconds, 1)
+def _write_timings(work: Path, timings: dict[str, float]) -> None:
+    """Replace ``timings.json`` atomically (a killed run never leaves it half written)."""
     work.mkdir(parents=True, exist_ok=True)
     tmp = work / "timings.json.tmp"
     tmp.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
     tmp.replace(work / "timings.json")
 
 
+def _add_timing(work: Path, name: str, seconds: float) -> None:
+    """Wall seconds per stage, summed over the invocations that ran it (a resumed stage adds up)."""
+    timings = _read_timings(work)
+    timings[name] = round(timings.get(name, 0.0) + seconds, 1)
+    _write_timings(work, timings)
+
+
 def _reset_timing(work: Path, name: str) -> None:
+    """A forced stage's wall time starts again from zero."""
     timings = _read_timings(work)
     if timings.pop(name, None) is not None:
-        tmp = work / "timings.json.tmp"
-        tmp.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
-        tmp.replace(work / "timings.json")
+        _write_timings(work, timings)
 
 
 def run_plan(stages: list[Stage], work: Path, dry_run: bool = False, force: tuple[str, ...] = ()) -> list[str]:

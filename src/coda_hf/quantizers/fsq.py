@@ -78,11 +78,10 @@ class FSQuantizer(BaseQuantizer):
         """``(B, C, H, W)`` -> ``(B, d, H*W)`` float32 bounded values (:meth:`bound`, channels-first)."""
         b, c, h, w = z.shape
         x = z.reshape(b, c, h * w).float()
-        shift = self._bound_shift[:, None]  # (d, 1)
         if self.project_in is not None:  # tanh(W z + bias + shift): the shift rides on the bias
-            x = linear_channels_first(x, self.project_in.weight.float(), self.project_in.bias.float() + shift[:, 0])
+            x = linear_channels_first(x, self.project_in.weight.float(), self.project_in.bias.float() + self._bound_shift)
         else:
-            x = x + shift
+            x = x + self._bound_shift[:, None]  # (d, 1) over the H*W tokens
         return self._squash(x, channel_dim=-2)
 
     def _codes_to_latents(self, codes: torch.Tensor, height: int, width: int) -> torch.Tensor:
