@@ -319,3 +319,30 @@ def test_constructor_validation():
     model = CodaVQModel(vae_config=vae_config, quantizer=TINY_QUANTIZER, encoder_lora_rank=3)
     assert model.config.encoder_lora_alpha == 3.0 and model.config.encoder_lora_target_modules == ["conv1", "conv2"]
     assert lora_layers(model.vae.encoder) and not lora_layers(model.vae.decoder)
+
+
+def test_data_initialised_attention_codebook_round_trips(tmp_path):
+    """init="data": the sampled codebook and its flag survive save_pretrained / from_pretrained (which builds
+    the model without storage first), and the reloaded model does not re-sample on its next training step."""
+    quantizer = {**TINY_QUANTIZER, "quantizer_kwargs": {"codebook_size": 32, "init": "data"}}
+    model = CodaVQModel.from_vae(tiny_vae(), quantizer=quantizer, lora=TINY_LORA)
+    inner = model.quantizer.quantizers[0]
+    assert not bool(inner.data_initialized)
+    model.train()
+    model(images(2))  # first training forward samples the codebook from the latents' level inputs
+    assert bool(inner.data_initialized)
+    model.eval()
+    x = images(2, seed=3)
+    with torch.no_grad():
+        tokens = model.encode(x).indices
+    model.save_pretrained(tmp_path)
+    loaded, info = CodaVQModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert info["missing_keys"] == [] and info["unexpected_keys"] == []
+    reloaded_inner = loaded.quantizer.quantizers[0]
+    assert bool(reloaded_inner.data_initialized)
+    torch.testing.assert_close(reloaded_inner.embedding, inner.embedding, rtol=0, atol=0)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(loaded.eval().encode(x).indices, tokens))
+    loaded.train()
+    loaded(images(2, seed=4))
+    torch.testing.assert_close(reloaded_inner.embedding, inner.embedding, rtol=0, atol=0)

@@ -489,16 +489,18 @@ def test_reproduce_plan_skips_finished_stages_and_reports(tmp_path, monkeypatch)
     assert names == ["data", "vae", "vae-stats", *LADDER_RUNS, "vqgan", *[f"eval-{r}" for r in runs], "report"]
     stage = {s.name: s for s in plan}
     hw = repro.CONFIGS["cpu"]
+    assert stage["vae"].config["l1_weight"] == hw["vae_objective"]["l1_weight"]  # stage-0 objective reaches it
     for run in LADDER_RUNS:  # the ladder: same frozen VAE, same budget N, same codebook size
         cfg = stage[run].config
         assert cfg["pretrained_vae"] == str(tmp_path / "runs" / "vae") and cfg["max_train_steps"] == hw["steps"]
         assert cfg["train_data_dir"].endswith("tiles64") and "--config" in stage[run].command
-        assert cfg["model_kwargs"]["lora"]["rank"] == (hw["lora_rank"] if run == "coda" else 0)
+        assert cfg["model_kwargs"]["lora"] == (hw["lora"] if run == "coda" else {"rank": 0})
     assert stage["vq"].config["quantizer"] == {"name": "vq", "codebook_size": hw["codebook_size"]}
     assert stage["msvq"].config["quantizer"]["quantizer"] == "vq"
     assert stage["msattn"].config["quantizer"] == stage["coda"].config["quantizer"]
     attn_kwargs = stage["msattn"].config["quantizer"]["quantizer_kwargs"]
-    assert attn_kwargs == {"codebook_size": hw["codebook_size"], "hidden_dim": hw["attention_hidden_dim"]}
+    assert attn_kwargs == {"codebook_size": hw["codebook_size"], **hw["attention"]}
+    assert hw["lora"]["decoder"]["rank"] > 0  # the LoRA row adapts at least the decoder
     assert stage["vqgan"].config["max_train_steps"] == 6 * hw["steps"]  # the baseline gets 6N steps
     assert stage["vqgan"].config["quantizer"] == stage["vq"].config["quantizer"]
     assert "--write" in stage["vae-stats"].command

@@ -343,7 +343,7 @@ def test_attention_aligned_init_keys_are_queries_of_values():
     with torch.no_grad():
         err = float(q(z).stats["quant_error"][0]) / float(z.var())
     assert err < 0.9  # measured ~0.6; a code unrelated to the input gives > 1
-    independent = attention(codebook_size=512, codebook_dim=6, hidden_dim=16, aligned_init=False)
+    independent = attention(codebook_size=512, codebook_dim=6, hidden_dim=16, init="independent")
     assert not torch.allclose(independent.k_proj(e), independent.q_proj(independent.v_proj(e)), atol=1e-3)
 
 
@@ -353,7 +353,7 @@ def test_multiscale_with_aligned_attention_stays_bounded_at_initialisation():
     z = randn(2, 8, 16, 16)
     with torch.no_grad():
         err = m(z).stats["quant_error"] / float(z.var())  # (10,)
-    assert float(err.max()) < 2.5, err  # measured 1.1-1.9 over seeds; aligned_init=False: 8-70
+    assert float(err.max()) < 2.5, err  # measured 1.1-1.9 over seeds; init="independent": 8-70
 
 
 @pytest.mark.parametrize("name", ["attention", "multiscale"])
@@ -425,3 +425,130 @@ def test_attention_eval_key_cache_follows_parameter_updates():
         assert q._eval_keys().dtype == torch.float64
         torch.testing.assert_close(q._eval_keys(), q.keys())
     assert first.shape == (2, 4, 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# AttentionQuantizer initialisations: "nearest" (exact nearest-neighbour argmax) and "data"
+# ---------------------------------------------------------------------------------------------
+
+
+def _values_are_rows_of(values: torch.Tensor, tokens: torch.Tensor) -> bool:
+    """Every ``(K, C)`` value equals one of the ``(N, C)`` tokens."""
+    gap = (values[:, None, :] - tokens[None, :, :]).abs().amax(dim=-1)  # (K, N) max-abs differences
+    return bool((gap.min(dim=1).values < 1e-5).all())
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.01])  # 0.01: the small residuals of fine levels
+def test_attention_nearest_init_argmax_is_nearest_value(scale):
+    q = attention(codebook_size=256, init="nearest", hidden_dim=None)
+    assert (q.codebook_dim, q.hidden_dim) == (10, 10)  # dim + 2
+    z = randn(2, 8, 6, 6) * scale
+    tokens = to_tokens(z)
+    expected = torch.cdist(tokens, q.values().detach()).argmin(dim=1)
+    for mode in (q.eval, q.train):
+        mode()
+        assert torch.equal(q(z).indices[0].reshape(-1), expected)
+
+
+def test_attention_nearest_init_logits_follow_squared_distance():
+    q = attention(codebook_size=128, init="nearest", init_sharpness=7.0, hidden_dim=24)
+    f = to_tokens(randn(1, 8, 3, 3, seed=2))  # (9, C)
+    v = q.values().detach()
+    with torch.no_grad():
+        logits = q.logits(q.queries(f), q.keys())  # (9, K)
+    sq = f.pow(2).sum(-1, keepdim=True)
+    expected = 7.0 * (sq - torch.cdist(f, v).pow(2)) / (1 + sq).sqrt()
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_attention_init_validation():
+    with pytest.raises(ValueError, match="init must be one of"):
+        attention(init="kmeans")
+    with pytest.raises(ValueError, match="codebook_dim >= dim \\+ 2"):
+        attention(init="nearest", codebook_dim=9)
+    with pytest.raises(ValueError, match="hidden_dim >= dim \\+ 2"):
+        attention(init="data", hidden_dim=9)
+    with pytest.raises(ValueError, match="init_sharpness must be > 0"):
+        attention(init="nearest", init_sharpness=0.0)
+    with pytest.raises(ValueError, match="needs init='data'"):
+        attention(init="nearest").data_init(torch.randn(4, 8))
+    with pytest.raises(ValueError, match="features must be"):
+        attention(init="data").data_init(torch.randn(4, 7))
+    with pytest.raises(ValueError, match="values must have shape"):
+        attention(init="nearest").nearest_init(torch.randn(3, 8))
+    with pytest.raises(ValueError, match="nearest_init needs codebook_dim"):
+        attention().nearest_init(torch.randn(64, 8))  # aligned init: codebook_dim = dim
+    independent = attention(init="independent", codebook_size=512, codebook_dim=6)
+    e = independent.embedding.detach()
+    assert not torch.allclose(independent.k_proj(e), independent.q_proj(independent.v_proj(e)), atol=1e-3)
+
+
+@pytest.mark.parametrize("n_images", [2, 1])  # 128 tokens >= K = 64 (no repeats); 16 < K (with replacement)
+def test_attention_data_init_samples_the_first_training_batch(n_images):
+    q = attention(init="data", hidden_dim=None)
+    z = randn(n_images, 8, 8, 8) if n_images == 2 else randn(1, 8, 4, 4)
+    tokens = to_tokens(z)
+    q.eval()
+    q(z)
+    assert not bool(q.data_initialized)  # eval never initialises
+    q.train()
+    out = q(z)
+    values = q.values().detach()
+    assert bool(q.data_initialized) and _values_are_rows_of(values, tokens)
+    exact = (to_tokens(out.quantized.detach()) - tokens).abs().amax(dim=-1) < 1e-5  # (N,)
+    if n_images == 2:  # sampled without replacement: each sampled token is its own nearest code
+        assert torch.unique(values, dim=0).shape[0] == q.codebook_size
+        assert int(exact.sum()) >= q.codebook_size
+    else:  # 16 tokens < 64 codes: every token is a code
+        assert bool(exact.all())
+    q(randn(2, 8, 8, 8, seed=5))  # a second training batch does not re-sample
+    torch.testing.assert_close(q.values().detach(), values)
+    # the flag is state: a reloaded quantizer keeps its codebook on its next training forward
+    fresh = attention(seed=1, init="data", hidden_dim=None)
+    fresh.load_state_dict(q.state_dict())
+    assert bool(fresh.data_initialized)
+    fresh.train()
+    fresh(randn(2, 8, 8, 8, seed=6))
+    torch.testing.assert_close(fresh.values().detach(), values)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_stack_data_init_gives_each_codebook_the_levels_it_quantizes(shared, monkeypatch):
+    torch.manual_seed(0)
+    m = MultiScaleResidualQuantizer(dim=4, scales=[1, 2, 4], shared_codebook=shared,
+                                    quantizer_kwargs={"codebook_size": 16, "init": "data"})  # fmt: skip
+    calls = []
+    original = AttentionQuantizer.data_init
+
+    def spy(self, features, generator=None):
+        calls.append((self, features.shape[0]))
+        return original(self, features, generator)
+
+    monkeypatch.setattr(AttentionQuantizer, "data_init", spy)
+    z = randn(2, 4, 4, 4)
+    m.train()
+    m(z)
+    per_level = [2 * 1, 2 * 4, 2 * 16]  # B * h_l * w_l tokens
+    if shared:  # one codebook on the tokens of all levels, once per pass
+        assert calls == [(m.quantizers[0], sum(per_level))] * 2
+    else:
+        assert calls == [(m.quantizers[i], n) for i, n in enumerate(per_level)] * 2
+    assert all(bool(q.data_initialized) for q in m.quantizers)
+    m(z)
+    assert len(calls) == (2 if shared else 6)  # initialised once
+
+
+def test_multiscale_data_init_beats_random_values_on_real_structure():
+    """On smooth latents, codes sampled from the residuals quantize better than N(0, 1) codes."""
+    g = torch.Generator().manual_seed(0)
+    z = F.interpolate(torch.randn(8, 4, 4, 4, generator=g), size=8, mode="bicubic") * 0.5
+    errors = {}
+    for init in ("nearest", "data"):
+        torch.manual_seed(0)
+        m = MultiScaleResidualQuantizer(dim=4, scales=[1, 2, 4, 8], quantizer_kwargs={"codebook_size": 64, "init": init})
+        m.train()
+        m(z[:4])  # "data" samples this batch; no optimiser step
+        m.eval()
+        with torch.no_grad():
+            errors[init] = float(m(z[4:]).stats["quant_error"][-1])
+    assert errors["data"] < 0.7 * errors["nearest"], errors

@@ -23,7 +23,8 @@ def _model_args(kind: str, tmp_path) -> dict:
     torch.manual_seed(0)
     AutoencoderKL(**TINY_VAE).save_pretrained(tmp_path / "base_vae")
     quantizer = {"name": "multiscale", "dim": 4, "scales": [1, 2, 4, 16], "quantizer": "attention",
-                 "quantizer_kwargs": {"dim": 4, "codebook_size": 16, "codebook_dim": 8, "hidden_dim": 8}}  # fmt: skip
+                 "quantizer_kwargs": {"dim": 4, "codebook_size": 16, "codebook_dim": 8, "hidden_dim": 8,
+                                      "init": "data"}}  # fmt: skip  (rank 0's sampled codebook is broadcast)
     return {"model": "coda", "pretrained_vae": str(tmp_path / "base_vae"), "quantizer": quantizer,
             "model_kwargs": {"lora": {"rank": 2}}, "use_ema": True}  # fmt: skip
 

@@ -32,6 +32,8 @@ from .output import QuantizerOutput
 from .stats import UsageTracker
 from .vector import from_tokens, single_level_stats, straight_through, to_tokens
 
+ATTENTION_INITS = ("aligned", "independent", "nearest", "data")
+
 # Elements of one (tokens, K) score block in eval when chunk_size is automatic (4 MiB of float32).
 ATTENTION_CHUNK_ELEMENTS = 2**20
 
@@ -84,11 +86,31 @@ class AttentionQuantizer(BaseQuantizer):
         init_std: codebook initialisation ``N(0, init_std^2)``.
         eval_losses: compute ``losses`` in eval mode too (chunked, detached); ``False`` returns no losses in
             eval (faster encoding).
-        aligned_init: initialise the key projection as ``k = W_q (W_v e)`` (the query of each code's value),
-            so that before training the argmax already picks the code whose value points most nearly along
-            the feature; ``False``: independent ``nn.Linear`` initialisations. With independent ones the
-            untrained choice is unrelated to the input and a multi-scale residual stack *amplifies* the
-            residual level after level (error of tens of times the latent variance over 10 levels).
+        init: how the codebook and the projections start (the choice of code before any training):
+
+            * ``"aligned"`` (default): codebook ``N(0, init_std^2)``, independent ``nn.Linear`` query and value
+              projections and the key projection set to ``k = W_q (W_v e)`` (the query of each code's value),
+              so the argmax already picks a code whose value points nearly along the feature. With fully
+              independent initialisations the untrained choice is unrelated to the input and a multi-scale
+              residual stack *amplifies* the residual level after level (error of tens of times the latent
+              variance over 10 levels);
+            * ``"independent"``: plain ``nn.Linear`` initialisations of all three projections;
+            * ``"nearest"``: the attention argmax starts as EXACT nearest-neighbour search over values
+              ``v ~ N(0, init_std^2)``, so an untrained attention quantizer quantizes as well as an untrained
+              VQ with the same codebook. Uses ``argmin |f - v|^2 = argmax (2 f.v - |v|^2)``: the code row
+              stores ``[v, |v|^2, s]`` with ``s`` padding every key to one norm ``R`` (RMSNorm then rescales
+              all keys alike), ``k = [2v, -|v|^2, s]``, ``q = [f, 1, 0]`` (a positive per-query scale does not
+              change the argmax), ``V = v``. Needs ``codebook_dim >= dim + 2`` and ``hidden_dim >= dim + 2``
+              (their defaults become ``dim + 2``). The RMSNorm gains start at ``sqrt(init_sharpness * R /
+              sqrt(hidden))`` so that the training softmax is ``~ exp(-init_sharpness |f - v|^2 /
+              sqrt(1 + |f|^2))``, concentrated on the nearest codes rather than spread over the codebook.
+            * ``"data"``: ``"nearest"``, then the first TRAINING forward replaces the values by features
+              sampled from its batch (every level's input when the quantizer sits in a residual stack), so
+              every code starts on the data: k-means-style data-dependent initialisation, as VQ libraries
+              do; not part of the CODA paper. The persistent buffer ``data_initialized`` records that it
+              happened (a resumed or reloaded model is not re-initialised); under ``torch.distributed`` the
+              sampled values are broadcast from rank 0.
+        init_sharpness: ``init="nearest"`` / ``"data"`` only: the softmax sharpness at ``f = 0`` (see above).
         train_chunk_size: ``0`` (default): training holds the full ``(N, K)`` soft assignment for backward;
             ``> 0``: training processes chunks of this many tokens under activation checkpointing (the
             ``(chunk, K)`` scores are recomputed in backward), trading compute for memory. Same values.
@@ -110,7 +132,8 @@ class AttentionQuantizer(BaseQuantizer):
         chunk_size: int | None = None,
         init_std: float = 1.0,
         eval_losses: bool = True,
-        aligned_init: bool = True,
+        init: str = "aligned",
+        init_sharpness: float = 10.0,
         train_chunk_size: int = 0,
     ):
         super().__init__()
@@ -126,6 +149,15 @@ class AttentionQuantizer(BaseQuantizer):
             raise ValueError(f"train_chunk_size must be >= 0 (0 = no chunking); got {train_chunk_size}")
         if chunk_size is not None and chunk_size < 0:
             raise ValueError(f"chunk_size must be >= 0 (0 = all tokens at once); got {chunk_size}")
+        if init not in ATTENTION_INITS:
+            raise ValueError(f"init must be one of {ATTENTION_INITS}; got {init!r}")
+        if init_sharpness <= 0:
+            raise ValueError(f"init_sharpness must be > 0; got {init_sharpness}")
+        if init in ("nearest", "data"):
+            codebook_dim = dim + 2 if codebook_dim is None else codebook_dim
+            for name, width in (("codebook_dim", codebook_dim), ("hidden_dim", hidden_dim)):
+                if width is not None and width < dim + 2:
+                    raise ValueError(f"init={init!r} needs {name} >= dim + 2 = {dim + 2}; got {name}={width}")
         self.dim = int(dim)
         self.codebook_size = int(codebook_size)
         self.num_levels = 1
@@ -145,12 +177,83 @@ class AttentionQuantizer(BaseQuantizer):
         self.v_proj = nn.Linear(self.codebook_dim, self.dim)  # codes -> values (latent space)
         self.q_norm = nn.RMSNorm(self.hidden_dim)
         self.k_norm = nn.RMSNorm(self.hidden_dim)
-        self.aligned_init = bool(aligned_init)
-        if self.aligned_init:
+        self.init = init
+        self.init_sharpness = float(init_sharpness)
+        if init == "aligned":
             with torch.no_grad():  # k_proj(e) == q_proj(v_proj(e)) at initialisation
                 self.k_proj.weight.copy_(self.q_proj.weight @ self.v_proj.weight)
                 self.k_proj.bias.copy_(self.q_proj.weight @ self.v_proj.bias + self.q_proj.bias)
+        elif init in ("nearest", "data"):
+            self.nearest_init(torch.randn(self.codebook_size, self.dim) * init_std)
+        if init == "data":  # (,) bool: the values have been sampled from training data
+            self.register_buffer("data_initialized", torch.tensor(False))
         self.usage = UsageTracker(self.codebook_size)
+
+    @torch.no_grad()
+    def nearest_init(self, values: torch.Tensor) -> None:
+        """Set the codebook and projections so that the argmax is nearest-neighbour search over ``values``.
+
+        ``values``: ``(K, C)`` code values in latent space (``init="nearest"`` uses ``N(0, init_std^2)``;
+        a data-dependent initialisation passes sampled features). Layout in the class docstring.
+        """
+        c = self.dim
+        if values.shape != (self.codebook_size, c):
+            raise ValueError(f"values must have shape ({self.codebook_size}, {c}); got {tuple(values.shape)}")
+        if self.codebook_dim < c + 2 or self.hidden_dim < c + 2:
+            raise ValueError(f"nearest_init needs codebook_dim and hidden_dim >= dim + 2 = {c + 2}; got "
+                             f"codebook_dim={self.codebook_dim}, hidden_dim={self.hidden_dim}")
+        if self.embedding.is_meta:  # built without storage (from_pretrained): the checkpoint holds the weights
+            return
+        v = values.detach().to(self.embedding.device, torch.float32)  # (K, C)
+        sq = v.pow(2).sum(-1)  # (K,) |v|^2
+        key_sq = 4 * sq + sq.pow(2)  # |[2v, -|v|^2]|^2
+        radius_sq = float(key_sq.max()) * (1 + 1e-3) + 1e-6  # R^2 (the margin keeps every pad s > 0)
+        self.embedding.zero_()
+        self.embedding[:, :c] = v  # code row: [v, |v|^2, s, 0...]
+        self.embedding[:, c] = sq
+        self.embedding[:, c + 1] = (radius_sq - key_sq).sqrt()
+        eye = torch.eye(c, device=v.device)
+        for layer in (self.q_proj, self.k_proj, self.v_proj):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        self.v_proj.weight[:, :c] = eye  # V = v
+        self.k_proj.weight[:c, :c] = 2 * eye  # k = [2v, -|v|^2, s, 0...]: one norm R for every code
+        self.k_proj.weight[c, c] = -1.0
+        self.k_proj.weight[c + 1, c + 1] = 1.0
+        self.q_proj.weight[:c, :c] = eye  # q = [f, 1, 0, 0...]: q.k = 2 f.v - |v|^2 = |f|^2 - |f - v|^2
+        self.q_proj.bias[c] = 1.0
+        # logits = gq gk sqrt(h) (q.k) / (|q| R) ~ -(gq gk sqrt(h) / R) |f - v|^2 / sqrt(1 + |f|^2) + const
+        gain = math.sqrt(self.init_sharpness * math.sqrt(radius_sq) / math.sqrt(self.hidden_dim))
+        self.q_norm.weight.fill_(gain)
+        self.k_norm.weight.fill_(gain)
+
+    @property
+    def needs_data_init(self) -> bool:
+        """``init="data"`` and no training batch has initialised the values yet."""
+        return self.init == "data" and not bool(self.data_initialized)
+
+    @torch.no_grad()
+    def data_init(self, features: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Restart the codebook on ``(N, C)`` features: ``K`` of them (without replacement when ``N >= K``)
+        become the values, with the nearest-neighbour layout of :meth:`nearest_init`.
+
+        Under an initialised ``torch.distributed`` process group rank 0's sample is broadcast, so every
+        rank starts from the same codebook (call it on every rank, as a training forward does).
+        """
+        if self.init != "data":
+            raise ValueError(f"data_init needs init='data'; this quantizer has init={self.init!r}")
+        if features.ndim != 2 or features.shape[1] != self.dim or features.shape[0] < 1:
+            raise ValueError(f"features must be (N >= 1, {self.dim}); got {tuple(features.shape)}")
+        n = features.shape[0]
+        if n >= self.codebook_size:  # a CPU generator (or the global one) keeps the pick device-independent
+            pick = torch.randperm(n, generator=generator)[: self.codebook_size]
+        else:
+            pick = torch.randint(n, (self.codebook_size,), generator=generator)
+        values = features.detach().float()[pick.to(features.device)]  # (K, C)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.broadcast(values, src=0)
+        self.nearest_init(values)
+        self.data_initialized.fill_(True)
 
     # -- pieces shared by training, eval and decoding ------------------------------------------------
     def queries(self, f: torch.Tensor) -> torch.Tensor:
@@ -266,6 +369,8 @@ class AttentionQuantizer(BaseQuantizer):
         f = to_tokens(z)  # (N, C), N = B*H*W
         n = f.shape[0]
         losses: dict[str, torch.Tensor] = {}
+        if self.training and self.needs_data_init:  # standalone use; a residual stack initialises it first
+            self.data_init(f)
         if self.training:
             idx, z_soft, st, ent, probs = self._train_assign(f)  # (N,), (N, C), (N, C), (), (K,)
             z_hard = self._codes(idx)  # (N, C) = V[idx]
@@ -296,5 +401,5 @@ class AttentionQuantizer(BaseQuantizer):
     def extra_repr(self) -> str:
         return (
             f"dim={self.dim}, codebook_size={self.codebook_size}, codebook_dim={self.codebook_dim}, "
-            f"hidden_dim={self.hidden_dim}, beta={self.beta}, entropy_weight={self.entropy_weight}"
+            f"hidden_dim={self.hidden_dim}, beta={self.beta}, entropy_weight={self.entropy_weight}, init={self.init!r}"
         )

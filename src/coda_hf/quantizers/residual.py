@@ -16,6 +16,10 @@ from torch import nn
 from .base import BaseQuantizer, build_quantizer, register_quantizer
 from .output import QuantizerOutput
 from .stats import UsageTracker, batch_stats
+from .vector import to_tokens
+
+# Passes of the data-dependent initialisation of a stack (see StackedQuantizer._data_init).
+DATA_INIT_PASSES = 2
 
 
 class StackedQuantizer(BaseQuantizer):
@@ -91,9 +95,44 @@ class StackedQuantizer(BaseQuantizer):
             quantized = q if quantized is None else quantized + q
         return quantized
 
+    @torch.no_grad()
+    def _level_inputs(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """``[(B, C, h_l, w_l)] * L``: what each level quantizes, with the current codebooks in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            height, width = z.shape[-2:]
+            residual, inputs = z, []
+            for level, size in enumerate(self.level_shapes(height, width)):
+                inputs.append(self._down(residual, size))
+                codes = self.level_quantizer(level)(inputs[-1]).quantized
+                residual = residual - self._up(codes, (height, width))
+        finally:
+            self.train(was_training)
+        return inputs
+
+    @torch.no_grad()
+    def _data_init(self, z: torch.Tensor) -> None:
+        """Data-dependent initialisation of inner quantizers that ask for it (``needs_data_init``).
+
+        Every level's inner quantizer is restarted on the features it quantizes (a shared codebook on the
+        tokens of all levels together). Two passes: the residuals of later levels depend on the codes of
+        earlier ones, so the second pass samples the residuals the data-initialised codebook leaves.
+        """
+        pending = [q for q in self.quantizers if getattr(q, "needs_data_init", False)]
+        for _ in range(DATA_INIT_PASSES):
+            inputs = [to_tokens(x) for x in self._level_inputs(z)]  # [(B h_l w_l, C)] * L
+            for index, quantizer in enumerate(self.quantizers):
+                if quantizer not in pending:
+                    continue
+                tokens = torch.cat(inputs) if self.shared_codebook else inputs[index]
+                quantizer.data_init(tokens)
+
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         """``(B, C, H, W)`` -> :class:`QuantizerOutput` with one ``(B, h_l, w_l)`` index map per level."""
         self._check_input(z)
+        if self.training and any(getattr(q, "needs_data_init", False) for q in self.quantizers):
+            self._data_init(z)
         height, width = z.shape[-2:]
         shapes = self.level_shapes(height, width)
         residual, quantized = z, None
