@@ -303,6 +303,40 @@ def test_benchmark_script_smoke():
     assert bench.FLUX_VAE_CONFIG["latent_channels"] == 16
 
 
+def test_attention_codebook_lr_benchmark_smoke(tmp_path):
+    """benchmarks/bench_attention_codebook_lr.py end to end on a tiny VAE and generated shards."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    from coda_hf.data.shards import encode_png, write_parquet_shards
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_attention_codebook_lr.py"
+    spec = importlib.util.spec_from_file_location("bench_attention_codebook_lr", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    tiny_vae().save_pretrained(tmp_path / "vae")
+    rng = np.random.default_rng(0)
+    features = datasets.Features({"image": datasets.Image()})
+    for split, n in (("train", 6), ("eval", 3)):
+        tiles = [encode_png(Image.fromarray((rng.random((32, 32, 3)) * 255).astype("uint8"))) for _ in range(n)]
+        write_parquet_shards({"image": tiles}, features, tmp_path / "tiles", split, num_shards=1)
+    rows = bench.main(["--vae", str(tmp_path / "vae"), "--data", str(tmp_path / "tiles"), "--resolution", "32",
+                       "--learning-rates", "1e-1", "0", "--steps", "2", "--batch-size", "2", "--codebook-size", "16",
+                       "--scales", "1", "2", "16", "--output", str(tmp_path / "rows.json")])  # fmt: skip
+    assert [(r["lr"], r["freeze_codebook"]) for r in rows] == [(0.1, False), (0.0, False), (0.1, True)]
+    # one seed: every case starts from the same data-initialised codebook
+    assert all(r["before"] == rows[0]["before"] for r in rows)
+    assert rows[1]["after"] == rows[1]["before"]  # rate 0: training changes nothing
+    assert rows[0]["after"] != rows[0]["before"]
+    assert all(0 < r["after"]["utilization"] <= 1 and r["after"]["latent_mse"] > 0 for r in rows)
+    assert json.loads((tmp_path / "rows.json").read_text())["rows"] == rows
+
+
 def test_constructor_validation():
     vae_config = dict(tiny_vae().config)
     with pytest.raises(ValueError, match="model_type"):
@@ -319,6 +353,31 @@ def test_constructor_validation():
     model = CodaVQModel(vae_config=vae_config, quantizer=TINY_QUANTIZER, encoder_lora_rank=3)
     assert model.config.encoder_lora_alpha == 3.0 and model.config.encoder_lora_target_modules == ["conv1", "conv2"]
     assert lora_layers(model.vae.encoder) and not lora_layers(model.vae.decoder)
+
+
+@pytest.mark.parametrize("sample_posterior", [True, False])
+def test_data_init_uses_the_latents_inference_quantizes(sample_posterior, monkeypatch):
+    """Training quantizes a posterior sample, but the data-initialised codebook starts on posterior MEANS."""
+    quantizer = {**TINY_QUANTIZER, "quantizer_kwargs": {"codebook_size": 32, "init": "data"}}
+    model = CodaVQModel.from_vae(tiny_vae(), quantizer=quantizer, lora=TINY_LORA, sample_posterior=sample_posterior)
+    seen = []
+    original = type(model.quantizer).initialize
+
+    def spy(self, z):
+        seen.append(z.clone())
+        return original(self, z)
+
+    monkeypatch.setattr(type(model.quantizer), "initialize", spy)
+    x = images(2)
+    model.train()
+    out = model(x)
+    with torch.no_grad():
+        mean = model.encode_latents(x, sample=False)
+    assert model.quantizer.needs_data_init is False and len(seen) == 1
+    torch.testing.assert_close(seen[0], mean, rtol=0, atol=0)
+    assert torch.equal(out.latents, mean) is (not sample_posterior)  # the forward itself quantized a sample
+    model(x)
+    assert len(seen) == 1  # initialised once
 
 
 def test_data_initialised_attention_codebook_round_trips(tmp_path):

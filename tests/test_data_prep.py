@@ -489,7 +489,11 @@ def test_reproduce_plan_skips_finished_stages_and_reports(tmp_path, monkeypatch)
     assert names == ["data", "vae", "vae-stats", *LADDER_RUNS, "vqgan", *[f"eval-{r}" for r in runs], "report"]
     stage = {s.name: s for s in plan}
     hw = repro.CONFIGS["cpu"]
-    assert stage["vae"].config["l1_weight"] == hw["vae_objective"]["l1_weight"]  # stage-0 objective reaches it
+    for run in ["vae", *LADDER_RUNS, "vqgan"]:  # one objective for every training stage
+        assert {k: stage[run].config[k] for k in hw["objective"]} == hw["objective"]
+    # the attention rows' quantizer learns at its own rate; the other rows have one rate
+    assert [stage[r].config.get("quantizer_learning_rate") for r in LADDER_RUNS] == [None, None, *[hw["attention_learning_rate"]] * 2]
+    assert [stage[r].config.get("data_init_images") for r in LADDER_RUNS] == [None, None, *[hw["data_init_images"]] * 2]
     for run in LADDER_RUNS:  # the ladder: same frozen VAE, same budget N, same codebook size
         cfg = stage[run].config
         assert cfg["pretrained_vae"] == str(tmp_path / "runs" / "vae") and cfg["max_train_steps"] == hw["steps"]

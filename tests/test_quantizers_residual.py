@@ -526,8 +526,10 @@ def test_stack_data_init_gives_each_codebook_the_levels_it_quantizes(shared, mon
 
     monkeypatch.setattr(AttentionQuantizer, "data_init", spy)
     z = randn(2, 4, 4, 4)
+    assert m.needs_data_init
     m.train()
     m(z)
+    assert not m.needs_data_init
     per_level = [2 * 1, 2 * 4, 2 * 16]  # B * h_l * w_l tokens
     if shared:  # one codebook on the tokens of all levels, once per pass
         assert calls == [(m.quantizers[0], sum(per_level))] * 2
@@ -535,7 +537,14 @@ def test_stack_data_init_gives_each_codebook_the_levels_it_quantizes(shared, mon
         assert calls == [(m.quantizers[i], n) for i, n in enumerate(per_level)] * 2
     assert all(bool(q.data_initialized) for q in m.quantizers)
     m(z)
+    m.initialize(z)  # nothing pending: a no-op
     assert len(calls) == (2 if shared else 6)  # initialised once
+    with pytest.raises(ValueError, match="expects latents of shape"):
+        m.initialize(z[0])
+    vq = VectorQuantizer(dim=4, codebook_size=8)
+    before = vq.embedding.detach().clone()
+    vq.initialize(z)  # quantizers without a data-dependent start: a no-op
+    assert vq.needs_data_init is False and torch.equal(vq.embedding, before)
 
 
 def test_multiscale_data_init_beats_random_values_on_real_structure():

@@ -65,6 +65,8 @@ def test_config_yaml_then_cli_overrides(tmp_path):
         (["--model", "vqgan", "--mixed_precision", "fp8"], "mixed_precision"),
         (["--model", "vqgan", "--mixed_precision", "fp16"], "fp16 is not supported with a discriminator"),
         (["--config", "/nonexistent.yaml"], "/nonexistent.yaml"),
+        (["--model", "vae", "--quantizer_learning_rate", "1e-4"], "continuous VAE has no quantizer"),
+        (["--model", "vqgan", "--quantizer_learning_rate", "-1"], "quantizer_learning_rate must be >= 0"),
     ],
 )
 def test_config_errors_name_the_input(argv, message):
@@ -215,6 +217,66 @@ def test_finetune_keeps_codebook_unless_reinit(tmp_path, images, reinit, kind):
     last = "decoder.conv_out.weight" if kind == "vqgan" else "vae.decoder.conv_out.weight"
     assert torch.equal(before[last], after[last])
     assert json.loads((out / "training_config.json").read_text())["pretrained_model"] == str(src)
+
+
+def test_quantizer_learning_rate_is_its_own_group(tmp_path, images):
+    from coda_hf.models.coda_vq import CodaVQModel
+
+    src = tmp_path / "src"
+    torch.manual_seed(1)
+    CodaVQModel.from_vae(str(_tiny_vae_dir(tmp_path)), quantizer=CODA_QUANTIZER, lora={"rank": 2}).save_pretrained(src)
+    out = tmp_path / "ft"
+    # The adapters learn at 1e-2, the quantizer at 0: every quantizer weight stays bit-identical.
+    main(base_args(images, out, tmp_path, steps=2, model="coda", pretrained_model=str(src), learning_rate=1e-2,
+                   quantizer_learning_rate=0.0))  # fmt: skip
+    before, after = load_weights(src), load_weights(out)
+    quantizer = [k for k in before if k.startswith("quantizer.")]
+    lora = [k for k in before if "lora_" in k]
+    assert quantizer and lora
+    assert all(torch.equal(before[k], after[k]) for k in quantizer)
+    assert not all(torch.equal(before[k], after[k]) for k in lora)
+
+
+def test_data_init_images_samples_the_codebook_from_many_images(tmp_path, images, monkeypatch):
+    from coda_hf.quantizers import MultiScaleResidualQuantizer
+
+    seen = []
+    original = MultiScaleResidualQuantizer.initialize
+
+    def spy(self, z):
+        seen.append(tuple(z.shape))
+        return original(self, z)
+
+    monkeypatch.setattr(MultiScaleResidualQuantizer, "initialize", spy)
+    quantizer = {**CODA_QUANTIZER, "quantizer_kwargs": {**CODA_QUANTIZER.get("quantizer_kwargs", {}), "init": "data"}}
+    out = tmp_path / "init"
+    main(base_args(images, out, tmp_path, steps=2, model="coda", pretrained_vae=str(_tiny_vae_dir(tmp_path)),
+                   quantizer=quantizer, data_init_images=5))  # fmt: skip
+    # before the first step: 5 images (batches of 2 cut to 5), not the first batch of 2; never again
+    assert len(seen) == 1 and seen[0][0] == 5
+    from coda_hf.models.coda_vq import CodaVQModel
+
+    assert bool(CodaVQModel.from_pretrained(out).quantizer.quantizers[0].data_initialized)
+    with pytest.raises(ValueError, match="data_init_images must be >= 0"):
+        TrainingConfig.from_args(["--model", "vqgan", "--data_init_images", "-1"])
+
+
+def test_parameter_groups():
+    from coda_hf.training.optim import build_adamw, parameter_groups
+
+    model = torch.nn.Module()
+    model.quantizer = torch.nn.Linear(2, 2)
+    model.head = torch.nn.Linear(2, 2)
+    groups = parameter_groups(model, 1e-3, 1e-5)
+    assert [g["lr"] for g in groups] == [1e-3, 1e-5]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.quantizer.parameters()}
+    assert len(parameter_groups(model, 1e-3)) == 1  # None: one group at the base rate
+    model.head.requires_grad_(False)  # an empty group is left out
+    assert [g["lr"] for g in parameter_groups(model, 1e-3, 1e-5)] == [1e-5]
+    opt = build_adamw(parameter_groups(model, 1e-3, 1e-5), 1e-3)
+    assert [g["lr"] for g in opt.param_groups] == [1e-5]
+    with pytest.raises(ValueError, match="needs a model with a quantizer"):
+        parameter_groups(torch.nn.Linear(2, 2), 1e-3, 1e-5)
 
 
 # ------------------------------------------------------------------------------------ non-finite losses

@@ -136,15 +136,24 @@ class CodaVQModel(DiscreteTokenizerMixin, ModelMixin, ConfigMixin):
         return getattr(conv, "base_layer", conv).weight
 
     # ----------------------------------------------------------------- latents
-    def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
+    def encode_latents(self, images: torch.Tensor, sample: bool | None = None) -> torch.Tensor:
         """``(B, 3, H, W)`` images -> ``(B, C, H/f, W/f)`` continuous NORMALISED latents.
 
-        Posterior sample in training when ``sample_posterior``; posterior mean otherwise.
+        ``sample``: a posterior sample (``True``) or the posterior mean (``False``); ``None``: a sample in
+        training when ``sample_posterior``, the mean otherwise.
         """
         self._check_images(images)
+        if sample is None:
+            sample = self.training and self.config.sample_posterior
         posterior = self.vae.encode(images.to(self.vae.dtype)).latent_dist
-        latent = posterior.sample() if (self.training and self.config.sample_posterior) else posterior.mode()
+        latent = posterior.sample() if sample else posterior.mode()
         return (latent - self.config.shift_factor) * self.config.scaling_factor
+
+    def _inference_latents(self, images: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """Posterior-mean latents: a training forward may quantize a posterior sample (``sample_posterior``)."""
+        if not (self.training and self.config.sample_posterior):
+            return latents.detach()
+        return self.encode_latents(images, sample=False)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """``(B, C, h, w)`` normalised latents (quantized or continuous) -> ``(B, 3, h f, w f)`` images."""

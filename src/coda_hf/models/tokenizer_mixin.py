@@ -139,9 +139,17 @@ class DiscreteTokenizerMixin:
         """
         return self.decode_latents(self.indices_to_latents(indices, latent_size)).clamp(-1.0, 1.0)
 
+    def _inference_latents(self, images: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """The latents eval would quantize for ``images`` (``latents``: this forward's, maybe sampled)."""
+        return latents.detach()
+
     def forward(self, images: torch.Tensor) -> CodaVQOutput:
         """Reconstruct ``images``; returns the sample with the quantizer's losses and statistics."""
         latents = self.encode_latents(images)
+        if self.training and self.quantizer.needs_data_init:
+            # A data-initialised codebook starts on what inference quantizes (e.g. the posterior mean).
+            with torch.no_grad():
+                self.quantizer.initialize(self._inference_latents(images, latents))
         q = self.quantizer(latents)
         return CodaVQOutput(
             sample=self.decode_latents(q.quantized), losses=q.losses, stats=q.stats, indices=q.indices,

@@ -110,6 +110,13 @@ class AttentionQuantizer(BaseQuantizer):
               do; not part of the CODA paper. The persistent buffer ``data_initialized`` records that it
               happened (a resumed or reloaded model is not re-initialised); under ``torch.distributed`` the
               sampled values are broadcast from rank 0.
+
+            The ``"nearest"`` / ``"data"`` layout is sensitive to per-coordinate optimiser steps on the
+            codebook: each key's norm (hence every logit of that code) depends on the code row's
+            ``|v|^2`` and pad entries, so Adam at 1e-3 takes it apart within a few updates (on the
+            reproduction's photo latents, ``benchmarks/bench_attention_codebook_lr.py``: eval utilization
+            100% -> 25%, error 0.0013 -> 0.0031 in 100 quantizer-only steps; 1e-5 keeps it). Train it at a
+            low rate (the training option ``quantizer_learning_rate``).
         init_sharpness: ``init="nearest"`` / ``"data"`` only: the softmax sharpness at ``f = 0`` (see above).
         train_chunk_size: ``0`` (default): training holds the full ``(N, K)`` soft assignment for backward;
             ``> 0``: training processes chunks of this many tokens under activation checkpointing (the
@@ -255,6 +262,12 @@ class AttentionQuantizer(BaseQuantizer):
         self.nearest_init(values)
         self.data_initialized.fill_(True)
 
+    def initialize(self, z: torch.Tensor) -> None:
+        """:meth:`data_init` on the tokens of ``(B, C, H, W)`` latents when :attr:`needs_data_init`."""
+        self._check_input(z)
+        if self.needs_data_init:
+            self.data_init(to_tokens(z))
+
     # -- pieces shared by training, eval and decoding ------------------------------------------------
     def queries(self, f: torch.Tensor) -> torch.Tensor:
         """``(N, C)`` features -> ``(N, hidden)`` normalised queries."""
@@ -370,7 +383,7 @@ class AttentionQuantizer(BaseQuantizer):
         n = f.shape[0]
         losses: dict[str, torch.Tensor] = {}
         if self.training and self.needs_data_init:  # standalone use; a residual stack initialises it first
-            self.data_init(f)
+            self.initialize(z)
         if self.training:
             idx, z_soft, st, ent, probs = self._train_assign(f)  # (N,), (N, C), (N, C), (), (K,)
             z_hard = self._codes(idx)  # (N, C) = V[idx]

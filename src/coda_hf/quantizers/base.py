@@ -78,6 +78,19 @@ class BaseQuantizer(nn.Module):
         """``{"name": ..., **config}``: what a model config stores."""
         return {"name": self.quantizer_name, **self.config}
 
+    @property
+    def needs_data_init(self) -> bool:
+        """The quantizer waits for a data-dependent initialisation (:meth:`initialize`) before training."""
+        return False
+
+    def initialize(self, z: torch.Tensor) -> None:
+        """Data-dependent initialisation from ``(B, C, H, W)`` latents when :attr:`needs_data_init`; else a no-op.
+
+        The first training forward calls it on its own input. A model whose training input differs from
+        what it quantizes at inference (a posterior sample instead of the mean) calls it first with the
+        inference latents (:meth:`coda_hf.models.CodaVQModel.forward`).
+        """
+
     def level_shapes(self, height: int, width: int) -> list[tuple[int, int]]:
         """Per-level index map sizes for an ``(H, W)`` latent grid."""
         return [(height, width)] * self.num_levels

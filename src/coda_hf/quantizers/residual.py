@@ -18,7 +18,7 @@ from .output import QuantizerOutput
 from .stats import UsageTracker, batch_stats
 from .vector import to_tokens
 
-# Passes of the data-dependent initialisation of a stack (see StackedQuantizer._data_init).
+# Passes of the data-dependent initialisation of a stack (see StackedQuantizer.initialize).
 DATA_INIT_PASSES = 2
 
 
@@ -111,15 +111,22 @@ class StackedQuantizer(BaseQuantizer):
             self.train(was_training)
         return inputs
 
+    @property
+    def needs_data_init(self) -> bool:
+        return any(q.needs_data_init for q in self.quantizers)
+
     @torch.no_grad()
-    def _data_init(self, z: torch.Tensor) -> None:
+    def initialize(self, z: torch.Tensor) -> None:
         """Data-dependent initialisation of inner quantizers that ask for it (``needs_data_init``).
 
         Every level's inner quantizer is restarted on the features it quantizes (a shared codebook on the
         tokens of all levels together). Two passes: the residuals of later levels depend on the codes of
         earlier ones, so the second pass samples the residuals the data-initialised codebook leaves.
         """
-        pending = [q for q in self.quantizers if getattr(q, "needs_data_init", False)]
+        self._check_input(z)
+        pending = [q for q in self.quantizers if q.needs_data_init]
+        if not pending:
+            return
         for _ in range(DATA_INIT_PASSES):
             inputs = [to_tokens(x) for x in self._level_inputs(z)]  # [(B h_l w_l, C)] * L
             for index, quantizer in enumerate(self.quantizers):
@@ -131,8 +138,8 @@ class StackedQuantizer(BaseQuantizer):
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         """``(B, C, H, W)`` -> :class:`QuantizerOutput` with one ``(B, h_l, w_l)`` index map per level."""
         self._check_input(z)
-        if self.training and any(getattr(q, "needs_data_init", False) for q in self.quantizers):
-            self._data_init(z)
+        if self.training and self.needs_data_init:
+            self.initialize(z)
         height, width = z.shape[-2:]
         shapes = self.level_shapes(height, width)
         residual, quantized = z, None

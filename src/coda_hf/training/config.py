@@ -78,6 +78,10 @@ class TrainingConfig:
     # ---- optimisation ------------------------------------------------------------------------
     learning_rate: float = 5e-4
     disc_learning_rate: float | None = None  # None: learning_rate
+    quantizer_learning_rate: float | None = None  # the model's quantizer (codebook, projections); None: learning_rate
+    # A quantizer with a data-dependent start (attention init "data") samples its codes from this many
+    # training images per process before the first step; 0: from the first training batch.
+    data_init_images: int = 0
     adam_beta1: float = 0.5
     adam_beta2: float = 0.9
     adam_epsilon: float = 1e-8
@@ -148,6 +152,13 @@ class TrainingConfig:
             raise ValueError(f"crop_scale_min must be in (0, 1]; got {self.crop_scale_min}")
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id ORG/NAME")
+        if self.data_init_images < 0:
+            raise ValueError(f"data_init_images must be >= 0 (0 = the first training batch); got {self.data_init_images}")
+        if self.quantizer_learning_rate is not None:
+            if self.quantizer_learning_rate < 0:
+                raise ValueError(f"quantizer_learning_rate must be >= 0; got {self.quantizer_learning_rate}")
+            if self.model == "vae":
+                raise ValueError("--quantizer_learning_rate: a continuous VAE has no quantizer")
         if self.quantizer and "name" not in self.quantizer:
             raise ValueError(f"quantizer options need a 'name' (a registered quantizer); got {self.quantizer}")
 

@@ -34,8 +34,8 @@ from ..distributed import owns_no_process_group_yet, release_distributed
 from .checkpointing import load_checkpoint, remove_incomplete, resolve_checkpoint, save_checkpoint
 from .config import TrainingConfig
 from .data import DataState, TrainBatches, build_transform
-from .models import build_model, save_model
-from .optim import build_adamw, build_ema, build_lr_scheduler, trainable_parameters
+from .models import build_model, data_initialize, save_model
+from .optim import build_adamw, build_ema, build_lr_scheduler, parameter_groups, trainable_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -183,8 +183,8 @@ def train(config: TrainingConfig) -> TrainResult:
         total_steps = per_epoch * config.num_train_epochs
 
     betas = (config.adam_beta1, config.adam_beta2)
-    gen_params = trainable_parameters(model)
-    opt_g = build_adamw(gen_params, config.learning_rate, betas, config.weight_decay, config.adam_epsilon)
+    gen_groups = parameter_groups(model, config.learning_rate, config.quantizer_learning_rate)
+    opt_g = build_adamw(gen_groups, config.learning_rate, betas, config.weight_decay, config.adam_epsilon)
     sched_g = build_lr_scheduler(config.lr_scheduler, opt_g, config.lr_warmup_steps, total_steps)
     disc_params: list[torch.nn.Parameter] = []
     opt_d = sched_d = None
@@ -235,6 +235,13 @@ def train(config: TrainingConfig) -> TrainResult:
         attempts = int(saved.get("attempts", global_step))
         skipped_nonfinite = int(saved.get("skipped_nonfinite_steps", 0))
         batches.load_state(DataState.from_dict(saved["data"]))
+
+    if config.data_init_images > 0 and getattr(getattr(raw_model, "quantizer", None), "needs_data_init", False):
+        # a fresh stream (same seed: the run's first images), so the training data position is untouched
+        init_batches = TrainBatches(config, transform, rank=accelerator.process_index,
+                                    world_size=accelerator.num_processes)  # fmt: skip
+        used = data_initialize(raw_model, init_batches, config.data_init_images, accelerator.device)
+        logger.info("quantizer codebook initialised from %d training images per process", used)
 
     if config.report_to != "none":
         hparams = {k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))}

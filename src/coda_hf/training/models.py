@@ -114,6 +114,33 @@ def build_model(config: TrainingConfig) -> nn.Module:
     return model
 
 
+@torch.no_grad()
+def data_initialize(model: nn.Module, batches, num_images: int, device: torch.device | str = "cpu") -> int:
+    """Data-dependent start of ``model.quantizer`` (when it ``needs_data_init``) from ``num_images`` images.
+
+    ``batches`` yields training batches (``{"pixel_values": (B, 3, H, W)}``); their inference latents
+    (``encode_latents`` in eval mode: the posterior mean for a CODA model) go to ``quantizer.initialize``
+    all at once, so the codes are sampled from many images rather than the first batch alone. Under
+    ``torch.distributed`` every rank calls it; rank 0's sample is broadcast. Returns the images used
+    (0 when the quantizer needs no initialisation).
+    """
+    quantizer = getattr(model, "quantizer", None)
+    if quantizer is None or not quantizer.needs_data_init or num_images < 1:
+        return 0
+    was_training = model.training
+    model.eval()
+    try:
+        latents, seen = [], 0
+        while seen < num_images:
+            images = next(batches)["pixel_values"][: num_images - seen].to(device)
+            latents.append(model.encode_latents(images))  # (b, C, h, w)
+            seen += images.shape[0]
+        quantizer.initialize(torch.cat(latents))
+    finally:
+        model.train(was_training)
+    return seen
+
+
 def save_model(model: nn.Module, output_dir: str | Path) -> None:
     """``save_pretrained`` (safetensors) of the tokenizer, or of the bare ``AutoencoderKL`` for ``vae`` runs."""
     model.save_pretrained(str(output_dir), safe_serialization=True)

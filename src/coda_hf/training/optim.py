@@ -18,16 +18,40 @@ def trainable_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in module.parameters() if p.requires_grad]
 
 
+def parameter_groups(
+    model: torch.nn.Module, lr: float, quantizer_lr: float | None = None
+) -> list[dict]:
+    """Trainable parameters of ``model`` as optimiser groups.
+
+    ``quantizer_lr`` (``None``: ``lr``) applies to the parameters of ``model.quantizer`` (codebook and
+    quantizer projections), ``lr`` to everything else (LoRA adapters, a from-scratch encoder/decoder).
+    A data-initialised attention codebook is a sharp nearest-neighbour layout that full-rate Adam steps
+    take apart within a few updates (BENCHMARKS.md, "What we learnt"); a lower rate lets it adapt.
+    Groups without trainable parameters are left out.
+    """
+    quantizer = getattr(model, "quantizer", None)
+    if quantizer_lr is None or quantizer_lr == lr:
+        return [{"params": trainable_parameters(model), "lr": lr}]
+    if not isinstance(quantizer, torch.nn.Module):
+        raise ValueError(f"quantizer_learning_rate needs a model with a quantizer; {type(model).__name__} has none")
+    in_quantizer = {id(p) for p in quantizer.parameters()}
+    groups = [
+        {"params": [p for p in trainable_parameters(model) if id(p) not in in_quantizer], "lr": lr},
+        {"params": trainable_parameters(quantizer), "lr": quantizer_lr},
+    ]
+    return [g for g in groups if g["params"]]
+
+
 def build_adamw(
-    params: Iterable[torch.nn.Parameter],
+    params: Iterable[torch.nn.Parameter] | list[dict],
     lr: float,
     betas: tuple[float, float] = (0.5, 0.9),
     weight_decay: float = 0.005,
     eps: float = 1e-8,
     name: str = "generator",
 ) -> torch.optim.AdamW:
-    params = list(params)
-    if not params:
+    params = list(params)  # tensors, or parameter groups (dicts with "params" and their own "lr")
+    if not params or all(isinstance(g, dict) and not g["params"] for g in params):
         raise ValueError(f"the {name} has no trainable parameters: nothing to optimise")
     return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps)
 
