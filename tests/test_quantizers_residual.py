@@ -512,6 +512,30 @@ def test_attention_data_init_samples_the_first_training_batch(n_images):
     torch.testing.assert_close(fresh.values().detach(), values)
 
 
+def test_attention_data_init_flag_is_cached_but_follows_the_buffer(monkeypatch):
+    q = attention(init="data", hidden_dim=None)
+    blank = {k: v.clone() for k, v in q.state_dict().items()}
+    q.train()
+    q(randn(2, 8, 8, 8))
+    reads = []
+    original = torch.Tensor.__bool__
+
+    def spy(t):
+        reads.append(t)
+        return original(t)
+
+    monkeypatch.setattr(torch.Tensor, "__bool__", spy)
+    assert not q.needs_data_init
+    reads.clear()
+    for _ in range(3):  # no further host reads of the buffer while it is unchanged
+        assert not q.needs_data_init
+    assert not any(t is q.data_initialized for t in reads)
+    q.load_state_dict(blank)  # written in place: read again
+    assert q.needs_data_init
+    q.data_initialized = torch.tensor(True)  # replaced
+    assert not q.needs_data_init
+
+
 @pytest.mark.parametrize("shared", [True, False])
 def test_stack_data_init_gives_each_codebook_the_levels_it_quantizes(shared, monkeypatch):
     torch.manual_seed(0)

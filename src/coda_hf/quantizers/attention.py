@@ -236,8 +236,20 @@ class AttentionQuantizer(BaseQuantizer):
 
     @property
     def needs_data_init(self) -> bool:
-        """``init="data"`` and no training batch has initialised the values yet."""
-        return self.init == "data" and not bool(self.data_initialized)
+        """``init="data"`` and no training batch has initialised the values yet.
+
+        Asked on every training forward (once per level in a stack): the buffer's value is cached and
+        re-read only when the buffer is replaced (``.to()``, ``from_pretrained``) or written in place
+        (``load_state_dict``, :meth:`data_init`), so a GPU step does not sync with the host for it.
+        """
+        if self.init != "data":
+            return False
+        flag = self.data_initialized
+        cached = getattr(self, "_initialized_cache", None)  # (buffer, its version, its value)
+        if cached is None or cached[0] is not flag or cached[1] != flag._version:
+            cached = (flag, flag._version, bool(flag))
+            self._initialized_cache = cached
+        return not cached[2]
 
     @torch.no_grad()
     def data_init(self, features: torch.Tensor, generator: torch.Generator | None = None) -> None:
