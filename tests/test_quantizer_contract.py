@@ -127,6 +127,21 @@ def test_safetensors_state_and_json_config_rebuild(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_deepcopy_keeps_config_and_outputs(name):
+    """copy.deepcopy (EMA copies, a model snapshot) rebuilds with ``cls.__new__(cls)``: no arguments."""
+    import copy
+
+    q = make(name).eval()
+    twin = copy.deepcopy(q)
+    assert twin.config == q.config and twin.to_dict() == q.to_dict()
+    z = latents()
+    with torch.no_grad():
+        assert torch.equal(q(z).quantized, twin(z).quantized)
+    with pytest.raises(TypeError):  # a real call without the required arguments still fails
+        type(q)()
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_validate_indices_rejects_out_of_range_naming_the_level(name):
     q = make(name).eval()
     with torch.no_grad():

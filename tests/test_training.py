@@ -243,9 +243,9 @@ def test_data_init_images_samples_the_codebook_from_many_images(tmp_path, images
     seen = []
     original = MultiScaleResidualQuantizer.initialize
 
-    def spy(self, z):
+    def spy(self, z, generator=None):
         seen.append(tuple(z.shape))
-        return original(self, z)
+        return original(self, z, generator)
 
     monkeypatch.setattr(MultiScaleResidualQuantizer, "initialize", spy)
     quantizer = {**CODA_QUANTIZER, "quantizer_kwargs": {**CODA_QUANTIZER.get("quantizer_kwargs", {}), "init": "data"}}
@@ -259,6 +259,33 @@ def test_data_init_images_samples_the_codebook_from_many_images(tmp_path, images
     assert bool(CodaVQModel.from_pretrained(out).quantizer.quantizers[0].data_initialized)
     with pytest.raises(ValueError, match="data_init_images must be >= 0"):
         TrainingConfig.from_args(["--model", "vqgan", "--data_init_images", "-1"])
+
+
+def test_seeded_data_initialize_gives_a_lora_row_and_its_lora_free_twin_one_codebook():
+    """The ladder's +LoRA row must differ from its LoRA-free twin by LoRA alone: LoRA draws random numbers
+    after the quantizer is built, and a seeded data initialisation does not see them."""
+    from _helpers_coda import images as tiny_images
+    from _helpers_coda import tiny_vae
+
+    from coda_hf.models import CodaVQModel
+    from coda_hf.training.models import data_initialize
+
+    quantizer = {"name": "multiscale", "scales": [1, 2, 4], "quantizer": "attention",
+                 "quantizer_kwargs": {"codebook_size": 16, "init": "data", "init_kmeans_iters": 2}}  # fmt: skip
+    pixels = tiny_images(batch=4, size=16)
+    states = {}
+    for seed in (0, None):
+        for lora in (0, 2):
+            torch.manual_seed(0)
+            model = CodaVQModel.from_vae(tiny_vae(), quantizer=quantizer,
+                                         lora={"encoder": {"rank": 0}, "decoder": {"rank": lora}})  # fmt: skip
+            used = data_initialize(model, iter([{"pixel_values": pixels[:2]}, {"pixel_values": pixels[2:]}]), 3, seed=seed)
+            assert used == 3
+            states[seed, lora] = model.quantizer.state_dict()
+    for key, value in states[0, 0].items():
+        torch.testing.assert_close(states[0, 2][key], value, rtol=0, atol=0, msg=key)
+    # without a seed the draw follows the global stream, which LoRA moved
+    assert not torch.equal(states[None, 0]["quantizers.0.embedding"], states[None, 2]["quantizers.0.embedding"])
 
 
 def test_parameter_groups():

@@ -27,10 +27,11 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from .base import BaseQuantizer, register_quantizer
+from .base import INIT_RESTART_ROUNDS, BaseQuantizer, register_quantizer
+from .kmeans import kmeans, sample_rows
 from .output import QuantizerOutput
 from .stats import UsageTracker
-from .vector import from_tokens, single_level_stats, straight_through, to_tokens
+from .vector import _all_reduce_sum, from_tokens, single_level_stats, straight_through, to_tokens
 
 ATTENTION_INITS = ("aligned", "independent", "nearest", "data")
 
@@ -118,6 +119,17 @@ class AttentionQuantizer(BaseQuantizer):
             100% -> 25%, error 0.0013 -> 0.0031 in 100 quantizer-only steps; 1e-5 keeps it). Train it at a
             low rate (the training option ``quantizer_learning_rate``).
         init_sharpness: ``init="nearest"`` / ``"data"`` only: the softmax sharpness at ``f = 0`` (see above).
+        init_kmeans_iters: ``init="data"`` only: Lloyd iterations of k-means (:func:`~.kmeans.kmeans`) that
+            refine the sampled values into centroids of the initialisation features (``0``: the samples
+            themselves): a lower quantization error from the first step (measured on the reproduction's
+            photo latents: ``benchmarks/bench_attention_init.py``, BENCHMARKS.md).
+        init_min_usage: ``init="data"`` only: after the data initialisation, codes that the initialisation
+            features use fewer than ``init_min_usage * N / K`` times (``N`` features, so a fraction of the
+            mean usage) restart on features drawn at random, for up to :data:`~.base.INIT_RESTART_ROUNDS`
+            rounds (dead-code restarts, as VQ trainers do, applied once before training). In a residual stack
+            the counts come from the stack's own encoding. Rarely used codes are the ones new images
+            leave unused: held-out utilization with and without restarts is measured by
+            ``benchmarks/bench_attention_init.py`` (BENCHMARKS.md). ``0``: no restarts.
         train_chunk_size: ``0`` (default): training holds the full ``(N, K)`` soft assignment for backward;
             ``> 0``: training processes chunks of this many tokens under activation checkpointing (the
             ``(chunk, K)`` scores are recomputed in backward), trading compute for memory. Same values.
@@ -142,6 +154,8 @@ class AttentionQuantizer(BaseQuantizer):
         init: str = "aligned",
         init_sharpness: float = 10.0,
         train_chunk_size: int = 0,
+        init_kmeans_iters: int = 0,
+        init_min_usage: float = 0.0,
     ):
         super().__init__()
         if dim < 1 or codebook_size < 1:
@@ -160,6 +174,14 @@ class AttentionQuantizer(BaseQuantizer):
             raise ValueError(f"init must be one of {ATTENTION_INITS}; got {init!r}")
         if init_sharpness <= 0:
             raise ValueError(f"init_sharpness must be > 0; got {init_sharpness}")
+        if init_kmeans_iters < 0:
+            raise ValueError(f"init_kmeans_iters must be >= 0 (0 = sampled values); got {init_kmeans_iters}")
+        if init_kmeans_iters and init != "data":
+            raise ValueError(f"init_kmeans_iters refines a data initialisation: it needs init='data'; got init={init!r}")
+        if not 0.0 <= init_min_usage < 1.0:
+            raise ValueError(f"init_min_usage is a fraction of the mean code usage in [0, 1); got {init_min_usage}")
+        if init_min_usage and init != "data":
+            raise ValueError(f"init_min_usage restarts codes of a data initialisation: it needs init='data'; got init={init!r}")
         if init in ("nearest", "data"):
             codebook_dim = dim + 2 if codebook_dim is None else codebook_dim
             for name, width in (("codebook_dim", codebook_dim), ("hidden_dim", hidden_dim)):
@@ -186,6 +208,8 @@ class AttentionQuantizer(BaseQuantizer):
         self.k_norm = nn.RMSNorm(self.hidden_dim)
         self.init = init
         self.init_sharpness = float(init_sharpness)
+        self.init_kmeans_iters = int(init_kmeans_iters)
+        self.init_min_usage = float(init_min_usage)
         if init == "aligned":
             with torch.no_grad():  # k_proj(e) == q_proj(v_proj(e)) at initialisation
                 self.k_proj.weight.copy_(self.q_proj.weight @ self.v_proj.weight)
@@ -254,31 +278,64 @@ class AttentionQuantizer(BaseQuantizer):
     @torch.no_grad()
     def data_init(self, features: torch.Tensor, generator: torch.Generator | None = None) -> None:
         """Restart the codebook on ``(N, C)`` features: ``K`` of them (without replacement when ``N >= K``)
-        become the values, with the nearest-neighbour layout of :meth:`nearest_init`.
+        become the values, refined by ``init_kmeans_iters`` k-means iterations on ``features``, with the
+        nearest-neighbour layout of :meth:`nearest_init`.
 
-        Under an initialised ``torch.distributed`` process group rank 0's sample is broadcast, so every
-        rank starts from the same codebook (call it on every rank, as a training forward does).
+        ``generator``: a CPU generator for the draw (``None``: the global one). Under an initialised
+        ``torch.distributed`` process group rank 0's values are broadcast, so every rank starts from the
+        same codebook (call it on every rank, as a training forward does).
         """
         if self.init != "data":
             raise ValueError(f"data_init needs init='data'; this quantizer has init={self.init!r}")
         if features.ndim != 2 or features.shape[1] != self.dim or features.shape[0] < 1:
             raise ValueError(f"features must be (N >= 1, {self.dim}); got {tuple(features.shape)}")
-        n = features.shape[0]
-        if n >= self.codebook_size:  # a CPU generator (or the global one) keeps the pick device-independent
-            pick = torch.randperm(n, generator=generator)[: self.codebook_size]
-        else:
-            pick = torch.randint(n, (self.codebook_size,), generator=generator)
-        values = features.detach().float()[pick.to(features.device)]  # (K, C)
+        features = features.detach().float()
+        values = sample_rows(features, self.codebook_size, generator)  # (K, C)
+        if self.init_kmeans_iters:
+            values, _ = kmeans(features, self.codebook_size, self.init_kmeans_iters, generator, init=values)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.broadcast(values, src=0)
         self.nearest_init(values)
         self.data_initialized.fill_(True)
 
-    def initialize(self, z: torch.Tensor) -> None:
-        """:meth:`data_init` on the tokens of ``(B, C, H, W)`` latents when :attr:`needs_data_init`."""
+    @property
+    def restarts_rare_codes(self) -> bool:
+        return self.init_min_usage > 0
+
+    @torch.no_grad()
+    def restart_rare_codes(self, features: torch.Tensor, generator: torch.Generator | None = None) -> int:
+        """Restart the codes that ``(N, C)`` features use fewer than ``init_min_usage * N / K`` times on
+        features drawn at random (keeping every other code); returns how many (``0`` when
+        ``init_min_usage`` is 0). Counts are summed over processes and rank 0's draw is broadcast, so
+        every rank keeps the same codebook.
+        """
+        if not self.init_min_usage:
+            return 0
+        features = features.detach().float()
+        counts = torch.bincount(self.search(features)["indices"], minlength=self.codebook_size)  # (K,)
+        total = torch.tensor(float(features.shape[0]), device=counts.device)
+        counts, total = _all_reduce_sum(counts), _all_reduce_sum(total)
+        rare = counts < self.init_min_usage * total / self.codebook_size  # (K,) bool
+        n_rare = int(rare.sum())
+        if n_rare == 0:
+            return 0
+        values = self.values().detach().float().clone()  # (K, C)
+        values[rare] = sample_rows(features, n_rare, generator)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.broadcast(values, src=0)
+        self.nearest_init(values)
+        return n_rare
+
+    def initialize(self, z: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """:meth:`data_init` on the tokens of ``(B, C, H, W)`` latents when :attr:`needs_data_init`, then
+        up to :data:`~.base.INIT_RESTART_ROUNDS` rounds of :meth:`restart_rare_codes`."""
         self._check_input(z)
         if self.needs_data_init:
-            self.data_init(to_tokens(z))
+            tokens = to_tokens(z)
+            self.data_init(tokens, generator)
+            for _ in range(INIT_RESTART_ROUNDS):
+                if not self.restart_rare_codes(tokens, generator):
+                    break
 
     # -- pieces shared by training, eval and decoding ------------------------------------------------
     def queries(self, f: torch.Tensor) -> torch.Tensor:
@@ -427,4 +484,6 @@ class AttentionQuantizer(BaseQuantizer):
         return (
             f"dim={self.dim}, codebook_size={self.codebook_size}, codebook_dim={self.codebook_dim}, "
             f"hidden_dim={self.hidden_dim}, beta={self.beta}, entropy_weight={self.entropy_weight}, init={self.init!r}"
+            + (f", init_kmeans_iters={self.init_kmeans_iters}" if self.init_kmeans_iters else "")
+            + (f", init_min_usage={self.init_min_usage}" if self.init_min_usage else "")
         )

@@ -23,6 +23,10 @@ from .stats import UsageTracker
 
 QUANTIZER_REGISTRY: dict[str, type[BaseQuantizer]] = {}
 
+# Most rounds of rare-code restarts (restart_rare_codes) that a data-dependent initialisation runs; each
+# round re-encodes the initialisation data, so codes that a restart left rare can restart again.
+INIT_RESTART_ROUNDS = 3
+
 
 def register_quantizer(name: str):
     """Class decorator: make a quantizer buildable from the config string ``name``."""
@@ -59,7 +63,12 @@ class BaseQuantizer(nn.Module):
     def __new__(cls, *args, **kwargs):
         obj = super().__new__(cls)
         # Record the constructor arguments (with defaults) as the JSON-safe config.
-        bound = inspect.signature(cls.__init__).bind(obj, *args, **kwargs)
+        try:
+            bound = inspect.signature(cls.__init__).bind(obj, *args, **kwargs)
+        except TypeError:
+            # copy.deepcopy / pickle rebuild the object with cls.__new__(cls) and then restore its
+            # __dict__ (the config included); a real call with bad arguments fails in __init__.
+            return obj
         bound.apply_defaults()
         config = {k: v for k, v in bound.arguments.items() if k != "self"}
         try:
@@ -83,13 +92,26 @@ class BaseQuantizer(nn.Module):
         """The quantizer waits for a data-dependent initialisation (:meth:`initialize`) before training."""
         return False
 
-    def initialize(self, z: torch.Tensor) -> None:
+    def initialize(self, z: torch.Tensor, generator: torch.Generator | None = None) -> None:
         """Data-dependent initialisation from ``(B, C, H, W)`` latents when :attr:`needs_data_init`; else a no-op.
+
+        ``generator``: a CPU generator for the random draws (``None``: the global RNG). A seeded one makes
+        the codebook independent of what else consumed random numbers before (e.g. LoRA initialisation).
 
         The first training forward calls it on its own input. A model whose training input differs from
         what it quantizes at inference (a posterior sample instead of the mean) calls it first with the
         inference latents (:meth:`coda_hf.models.CodaVQModel.forward`).
         """
+
+    @property
+    def restarts_rare_codes(self) -> bool:
+        """:meth:`restart_rare_codes` can restart codes (so a stack encodes its data to count them)."""
+        return False
+
+    def restart_rare_codes(self, features: torch.Tensor, generator: torch.Generator | None = None) -> int:
+        """Part of a data-dependent initialisation: restart the codes that ``(N, C)`` features rarely use;
+        returns how many restarted (here: none)."""
+        return 0
 
     def level_shapes(self, height: int, width: int) -> list[tuple[int, int]]:
         """Per-level index map sizes for an ``(H, W)`` latent grid."""

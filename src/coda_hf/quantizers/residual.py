@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import BaseQuantizer, build_quantizer, register_quantizer
+from .base import INIT_RESTART_ROUNDS, BaseQuantizer, build_quantizer, register_quantizer
 from .output import QuantizerOutput
 from .stats import UsageTracker, batch_stats
 from .vector import to_tokens
@@ -96,16 +96,21 @@ class StackedQuantizer(BaseQuantizer):
         return quantized
 
     @torch.no_grad()
-    def _level_inputs(self, z: torch.Tensor) -> list[torch.Tensor]:
-        """``[(B, C, h_l, w_l)] * L``: what each level quantizes, with the current codebooks in eval mode."""
+    def _level_inputs(self, z: torch.Tensor, lossless: bool = False, levels: int | None = None) -> list[torch.Tensor]:
+        """``[(B, C, h_l, w_l)] * L``: what each level quantizes, with the current codebooks in eval mode.
+
+        ``lossless``: every level passes its input through unquantized (an ideal quantizer), so the inputs
+        do not depend on any codebook: for a multi-scale stack, the band-pass pyramid of ``z``.
+        ``levels``: only the first ``levels`` inputs.
+        """
         was_training = self.training
         self.eval()
         try:
             height, width = z.shape[-2:]
             residual, inputs = z, []
-            for level, size in enumerate(self.level_shapes(height, width)):
+            for level, size in enumerate(self.level_shapes(height, width)[:levels]):
                 inputs.append(self._down(residual, size))
-                codes = self.level_quantizer(level)(inputs[-1]).quantized
+                codes = inputs[-1] if lossless else self.level_quantizer(level)(inputs[-1]).quantized
                 residual = residual - self._up(codes, (height, width))
         finally:
             self.train(was_training)
@@ -116,24 +121,45 @@ class StackedQuantizer(BaseQuantizer):
         return any(q.needs_data_init for q in self.quantizers)
 
     @torch.no_grad()
-    def initialize(self, z: torch.Tensor) -> None:
+    def initialize(self, z: torch.Tensor, generator: torch.Generator | None = None) -> None:
         """Data-dependent initialisation of inner quantizers that ask for it (``needs_data_init``).
 
-        Every level's inner quantizer is restarted on the features it quantizes (a shared codebook on the
-        tokens of all levels together). Two passes: the residuals of later levels depend on the codes of
-        earlier ones, so the second pass samples the residuals the data-initialised codebook leaves.
+        Every level's inner quantizer is restarted on the features it quantizes; the result depends only
+        on ``z`` and ``generator``, never on the random codebook the quantizer was built with.
+
+        * One codebook per level: level by level, each on the residual that the already initialised
+          levels before it leave (exact in one pass).
+        * A shared codebook, on the tokens of all levels together: the residuals depend on the codebook
+          itself, so :data:`DATA_INIT_PASSES` passes, the first on the inputs of a lossless stack (for a
+          multi-scale stack, the band-pass pyramid of ``z``), each later one on the residuals the
+          previous pass's codebook leaves.
+
+        Then up to :data:`~.base.INIT_RESTART_ROUNDS` rounds of ``restart_rare_codes`` on the level inputs
+        of the stack's encoding (a no-op unless the inner quantizer restarts rare codes, e.g. the
+        attention quantizer's ``init_min_usage``).
         """
         self._check_input(z)
-        pending = [q for q in self.quantizers if q.needs_data_init]
-        if not pending:
+        pending = [q.needs_data_init for q in self.quantizers]  # (per module)
+        if not any(pending):
             return
-        for _ in range(DATA_INIT_PASSES):
-            inputs = [to_tokens(x) for x in self._level_inputs(z)]  # [(B h_l w_l, C)] * L
-            for index, quantizer in enumerate(self.quantizers):
-                if quantizer not in pending:
-                    continue
-                tokens = torch.cat(inputs) if self.shared_codebook else inputs[index]
-                quantizer.data_init(tokens)
+        if not self.shared_codebook:
+            for level, quantizer in enumerate(self.quantizers):
+                if pending[level]:
+                    quantizer.data_init(to_tokens(self._level_inputs(z, levels=level + 1)[level]), generator)
+        else:
+            for step in range(DATA_INIT_PASSES):
+                inputs = self._level_inputs(z, lossless=step == 0)  # [(B, C, h_l, w_l)] * L
+                self.quantizers[0].data_init(torch.cat([to_tokens(x) for x in inputs]), generator)
+        # Rare-code restarts (an inner quantizer's init_min_usage), counted on the stack's own encoding.
+        rounds = INIT_RESTART_ROUNDS if any(q.restarts_rare_codes for q, p in zip(self.quantizers, pending) if p) else 0
+        for _ in range(rounds):
+            tokens = [to_tokens(x) for x in self._level_inputs(z)]  # [(B h_l w_l, C)] * L
+            if self.shared_codebook:
+                restarted = self.quantizers[0].restart_rare_codes(torch.cat(tokens), generator)
+            else:
+                restarted = sum(q.restart_rare_codes(t, generator) for q, t, p in zip(self.quantizers, tokens, pending) if p)
+            if not restarted:
+                break
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         """``(B, C, H, W)`` -> :class:`QuantizerOutput` with one ``(B, h_l, w_l)`` index map per level."""

@@ -240,7 +240,7 @@ def train(config: TrainingConfig) -> TrainResult:
         # a fresh stream (same seed: the run's first images), so the training data position is untouched
         init_batches = TrainBatches(config, transform, rank=accelerator.process_index,
                                     world_size=accelerator.num_processes)  # fmt: skip
-        used = data_initialize(raw_model, init_batches, config.data_init_images, accelerator.device)
+        used = data_initialize(raw_model, init_batches, config.data_init_images, accelerator.device, config.seed)
         logger.info("quantizer codebook initialised from %d training images per process", used)
 
     if config.report_to != "none":

@@ -115,12 +115,16 @@ def build_model(config: TrainingConfig) -> nn.Module:
 
 
 @torch.no_grad()
-def data_initialize(model: nn.Module, batches, num_images: int, device: torch.device | str = "cpu") -> int:
+def data_initialize(
+    model: nn.Module, batches, num_images: int, device: torch.device | str = "cpu", seed: int | None = None
+) -> int:
     """Data-dependent start of ``model.quantizer`` (when it ``needs_data_init``) from ``num_images`` images.
 
     ``batches`` yields training batches (``{"pixel_values": (B, 3, H, W)}``); their inference latents
     (``encode_latents`` in eval mode: the posterior mean for a CODA model) go to ``quantizer.initialize``
-    all at once, so the codes are sampled from many images rather than the first batch alone. Under
+    all at once, so the codes are sampled from many images rather than the first batch alone. ``seed``:
+    the draw uses its own generator, so two runs on the same data and seed start from the same codebook
+    whatever else they initialise (a LoRA row and its LoRA-free twin); ``None``: the global RNG. Under
     ``torch.distributed`` every rank calls it; rank 0's sample is broadcast. Returns the images used
     (0 when the quantizer needs no initialisation).
     """
@@ -135,7 +139,8 @@ def data_initialize(model: nn.Module, batches, num_images: int, device: torch.de
             images = next(batches)["pixel_values"][: num_images - seen].to(device)
             latents.append(model.encode_latents(images))  # (b, C, h, w)
             seen += images.shape[0]
-        quantizer.initialize(torch.cat(latents))
+        generator = None if seed is None else torch.Generator().manual_seed(int(seed))
+        quantizer.initialize(torch.cat(latents), generator)
     finally:
         model.train(was_training)
     return seen
