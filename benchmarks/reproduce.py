@@ -22,8 +22,12 @@ run resumes (training stages also resume inside from their latest checkpoint):
     report     one table of every metrics.json + wall times      -> WORK/results.md, WORK/results.json
 
     python benchmarks/reproduce.py --workdir runs/repro --config cpu --dry-run        # print the plan
-    python benchmarks/reproduce.py --workdir runs/repro --config cpu                  # about an hour on 2 cores
+    python benchmarks/reproduce.py --workdir runs/repro --config cpu                  # 2-3 hours on 2 cores
     python benchmarks/reproduce.py --workdir runs/repro --config gpu --launcher "accelerate launch"
+
+``--only STAGE ...`` runs a subset in plan order; ``--reuse vqgan=DIR`` takes a row from an earlier
+report instead of re-running it (the report marks it); ``--override JSON`` replaces config keys for an
+ablation in its own workdir (link ``data`` and ``runs/vae`` of the main one to share them).
 
 Numbers in the report come only from the evaluate outputs and the measured stage times; nothing is
 hard-coded.
@@ -56,8 +60,10 @@ REPO = Path(__file__).resolve().parents[1]
 # decoder towards the objective the VAE was trained on. A pixel-heavy objective (L1 1.0, perceptual 0.25)
 # keeps colours: with the tokenizer recipe (L1 0.2, perceptual 1.0) the 1,200-step VAE reconstructed
 # desaturated tiles (18.0 dB PSNR), and decoder LoRA traded PSNR for FD-EffNet (BENCHMARKS.md).
-# ``attention_learning_rate``: the attention rows' quantizer (``quantizer_learning_rate``); the LoRA
-# adapters keep ``learning_rate``. ``data_init_images``: the attention rows sample their codebook from the
+# ``attention_learning_rate``: the attention rows' quantizer (``quantizer_learning_rate``; 0 keeps the
+# k-means data initialisation, so the +LoRA row differs from its LoRA-free twin by LoRA alone).
+# ``lora_learning_rate``: the +LoRA row's adapters (default ``learning_rate``): they fine-tune a decoder
+# that the VAE's cosine schedule has already annealed, so they start lower than a from-scratch run. ``data_init_images``: the attention rows sample their codebook from the
 # posterior means of this many training images (one batch of 16 left 4.5% of the codes unused on eval).
 CONFIGS: dict[str, dict] = {
     "smoke": {  # 2-step wiring check (tests); not a result
@@ -67,20 +73,33 @@ CONFIGS: dict[str, dict] = {
         "attention_learning_rate": 1e-5, "data_init_images": 4, "checkpointing_steps": 1, "stats_images": 4, "norm_num_groups": 8,
         "objective": {"l1_weight": 1.0, "perceptual_weight": 0.0},
     },
-    "cpu": {
+    "cpu": {  # 2 cores, a few hours: 16x16x4 latents (f4), 8 levels (507 tokens), 4,096 codes at 64 px
         "tile_size": 64, "batch_size": 16, "vae_steps": 2400, "steps": 200, "vqgan_factor": 6, "eval_images": 972,
         "widths": [32, 64, 64], "layers_per_block": 1, "latent_channels": 4, "codebook_size": 4096,
         "scales": [1, 2, 3, 4, 6, 8, 11, 16], "lora": {"encoder": {"rank": 0}, "decoder": {"rank": 8}},
-        "attention": {"init": "data", "init_sharpness": 100.0, "entropy_weight": 0.0}, "learning_rate": 1e-3,
-        "attention_learning_rate": 1e-5, "data_init_images": 1024, "gan_weight": 0.0, "cpu": True, "checkpointing_steps": 200,
-        "stats_images": 1024, "norm_num_groups": 32, "objective": {"l1_weight": 1.0, "perceptual_weight": 0.25},
+        "attention": {"init": "data", "init_sharpness": 100.0, "entropy_weight": 0.0, "init_kmeans_iters": 5,
+                      "init_min_usage": 0.1},
+        "learning_rate": 1e-3, "lora_learning_rate": 1e-4, "attention_learning_rate": 0.0, "data_init_images": 1024,
+        "gan_weight": 0.0, "cpu": True, "checkpointing_steps": 200, "stats_images": 1024, "norm_num_groups": 32,
+        "objective": {"l1_weight": 1.0, "perceptual_weight": 0.25},
+    },
+    "cpu-latent16": {  # CODA-MAR's latent grid and token layout (16x16x16 latents, 10 levels, 680 tokens); not run yet
+        "tile_size": 64, "batch_size": 16, "vae_steps": 2400, "steps": 200, "vqgan_factor": 6, "eval_images": 972,
+        "widths": [32, 64, 64], "layers_per_block": 1, "latent_channels": 16, "codebook_size": 4096,
+        "scales": [1, 2, 3, 4, 5, 6, 8, 10, 13, 16], "lora": {"encoder": {"rank": 0}, "decoder": {"rank": 8}},
+        "attention": {"init": "data", "init_sharpness": 100.0, "entropy_weight": 0.0, "init_kmeans_iters": 5,
+                      "init_min_usage": 0.1},
+        "learning_rate": 1e-3, "lora_learning_rate": 1e-4, "attention_learning_rate": 0.0, "data_init_images": 1024,
+        "gan_weight": 0.0, "cpu": True, "checkpointing_steps": 200, "stats_images": 1024, "norm_num_groups": 32,
+        "objective": {"l1_weight": 1.0, "perceptual_weight": 0.25},
     },
     "gpu": {
         "tile_size": 128, "batch_size": 32, "vae_steps": 20000, "steps": 5000, "vqgan_factor": 6, "eval_images": 616,
         "widths": [128, 256, 512, 512], "layers_per_block": 2, "latent_channels": 16, "codebook_size": 16384,
         "scales": [1, 2, 3, 4, 6, 9, 13, 16], "lora": {"encoder": {"rank": 0}, "decoder": {"rank": 32}},
-        "attention": {"init": "data", "init_sharpness": 100.0, "entropy_weight": 0.0}, "learning_rate": 5e-4,
-        "attention_learning_rate": 1e-5, "data_init_images": 2048, "gan_weight": 0.5, "cpu": False, "checkpointing_steps": 1000,
+        "attention": {"init": "data", "init_sharpness": 100.0, "entropy_weight": 0.0, "init_kmeans_iters": 5,
+                      "init_min_usage": 0.1},
+        "learning_rate": 5e-4, "lora_learning_rate": 5e-5, "attention_learning_rate": 0.0, "data_init_images": 2048, "gan_weight": 0.5, "cpu": False, "checkpointing_steps": 1000,
         "stats_images": 2048, "norm_num_groups": 32, "objective": {"l1_weight": 1.0, "perceptual_weight": 0.25},
     },
 }
@@ -140,12 +159,17 @@ def _train_stage(name: str, work: Path, hw: dict, launcher: list[str], photos: P
 
 
 def build_plan(
-    work: Path, config_name: str, cache_dir: Path, launcher: list[str] | None = None, photos: Path | None = None
+    work: Path, config_name: str, cache_dir: Path, launcher: list[str] | None = None, photos: Path | None = None,
+    overrides: dict | None = None,
 ) -> list[Stage]:
-    """The ordered stages of the experiment (nothing is run). ``photos``: an already prepared photo set."""
+    """The ordered stages of the experiment (nothing is run). ``photos``: an already prepared photo set.
+    ``overrides``: top-level keys of the config replaced (an ablation, ``--override``)."""
     if config_name not in CONFIGS:
         raise ValueError(f"unknown config {config_name!r}; choose from {sorted(CONFIGS)}")
-    hw = CONFIGS[config_name]
+    unknown = set(overrides or {}) - set(CONFIGS[config_name])
+    if unknown:
+        raise ValueError(f"--override: unknown config keys {sorted(unknown)}; the {config_name!r} config has {sorted(CONFIGS[config_name])}")
+    hw = {**CONFIGS[config_name], **(overrides or {})}
     launcher = launcher or [sys.executable]
     coda_hf = [sys.executable, "-m", "coda_hf.cli"]
     photos = photos or work / "data" / "photos"
@@ -178,6 +202,7 @@ def build_plan(
             "model_kwargs": {"lora": hw["lora"] if run == "coda" else {"rank": 0}},
             **({"quantizer_learning_rate": hw["attention_learning_rate"], "data_init_images": hw["data_init_images"]}
                if attention else {}),
+            **({"learning_rate": hw.get("lora_learning_rate", hw["learning_rate"])} if run == "coda" else {}),
         }))
     stages.append(_train_stage("vqgan", work, hw, launcher, photos, {
         "model": "vqgan", "max_train_steps": hw["vqgan_factor"] * hw["steps"],
@@ -200,8 +225,12 @@ REPORT_KEYS = ("psnr", "ssim", "fd_effnet", "utilization", "perplexity", "tokens
                "train_wall_s")  # fmt: skip
 
 
-def write_report(work: Path) -> dict:
-    """Collect ``eval/*/metrics.json`` and the stage times into ``results.json`` and ``results.md``."""
+def write_report(work: Path, reused: dict[str, Path] | None = None) -> dict:
+    """Collect ``eval/*/metrics.json`` and the stage times into ``results.json`` and ``results.md``.
+
+    ``reused``: ``{run: results_dir}``, rows taken as they are from an earlier report's ``results.json``
+    (``--reuse``); each is marked in both files with the folder it came from.
+    """
     timings = _read_timings(work)
     results = {}
     for metrics_file in sorted((work / "eval").glob("*/metrics.json")):
@@ -214,18 +243,37 @@ def write_report(work: Path) -> dict:
         if run in timings:
             row["train_wall_s"] = timings[run]
         results[run] = row
+    for run, results_dir in (reused or {}).items():
+        source = Path(results_dir).resolve()
+        shown = source.relative_to(REPO) if source.is_relative_to(REPO) else source  # a repo path reads the same anywhere
+        results[run] = {**load_reused_row(source, run), "reused_from": str(shown)}
     order = [r for r in ("vae", *LADDER, "vqgan") if r in results] + sorted(set(results) - {"vae", *LADDER, "vqgan"})
     keys = [k for k in REPORT_KEYS if any(k in results[r] for r in order)]
     lines = ["| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for run in order:
         metrics = results[run]
-        lines.append(f"| {run} | " + " | ".join(f"{metrics[k]:.4g}" if k in metrics else "-" for k in keys) + " |")
+        name = f"{run} (reused)" if "reused_from" in metrics else run
+        lines.append(f"| {name} | " + " | ".join(f"{metrics[k]:.4g}" if k in metrics else "-" for k in keys) + " |")
     lines.append("")
+    for run in order:
+        if "reused_from" in results[run]:
+            lines.append(f"{run} (reused): not run by this invocation; the row of {results[run]['reused_from']}/results.json.")
     lines.append(f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
                  f"torch {torch.__version__}" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
     (work / "results.md").write_text("\n".join(lines) + "\n")
     (work / "results.json").write_text(json.dumps({r: results[r] for r in order}, indent=2) + "\n")  # run order
     return {r: results[r] for r in order}
+
+
+def load_reused_row(results_dir: Path, run: str) -> dict:
+    """``run``'s row of an earlier report (``results_dir/results.json``), for ``--reuse``."""
+    path = Path(results_dir) / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--reuse {run}={results_dir}: no results.json there (an earlier report's folder)")
+    rows = json.loads(path.read_text())
+    if run not in rows:
+        raise ValueError(f"--reuse {run}={results_dir}: {path} has no row {run!r} (it has {sorted(rows)})")
+    return {k: v for k, v in rows[run].items() if k != "reused_from"}
 
 
 def _read_timings(work: Path) -> dict[str, float]:
@@ -255,12 +303,16 @@ def _reset_timing(work: Path, name: str) -> None:
         _write_timings(work, timings)
 
 
-def run_plan(stages: list[Stage], work: Path, dry_run: bool = False, force: tuple[str, ...] = ()) -> list[str]:
+def run_plan(
+    stages: list[Stage], work: Path, dry_run: bool = False, force: tuple[str, ...] = (),
+    reused: dict[str, Path] | None = None,
+) -> list[str]:
     """Run the stages in order, skipping those whose output exists (unless named in ``force``).
 
     A forced training stage starts afresh: its previous run directory is moved aside (renamed
     ``<run>.replaced-<unix time>``, never deleted) so that ``resume_from_checkpoint: latest`` cannot pick
     up a checkpoint of the old configuration, and its wall time restarts from zero.
+    ``reused``: rows the report takes from earlier reports (:func:`write_report`).
     Returns the names of the stages that ran (or would run, with ``dry_run``).
     """
     ran = []
@@ -291,7 +343,7 @@ def run_plan(stages: list[Stage], work: Path, dry_run: bool = False, force: tupl
             finally:  # a killed or failed invocation still counts towards the stage's wall time
                 _add_timing(work, stage.name, time.perf_counter() - start)
         else:
-            write_report(work)
+            write_report(work, reused)
     return ran
 
 
@@ -303,6 +355,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--photos", default=None, help="an already prepared photo set (coda-hf data prepare-photos --out)")
     p.add_argument("--launcher", default=None, help='training launcher, e.g. "accelerate launch --num_processes 2"')
     p.add_argument("--force", nargs="*", default=[], help="re-run these stages even if their output exists")
+    p.add_argument("--only", nargs="*", default=None,
+                   help="run only these stages, in plan order (e.g. the VQGAN in a second process: --only vqgan eval-vqgan)")
+    p.add_argument("--reuse", nargs="*", default=[], metavar="RUN=DIR",
+                   help="take RUN's row from an earlier report in DIR (its results.json) instead of training and "
+                        "evaluating it; the report marks the row (e.g. vqgan=benchmarks/results/cpu-first)")
+    p.add_argument("--override", default=None, metavar="JSON",
+                   help='replace top-level config keys for an ablation in its own --workdir, e.g. \'{"lora_learning_rate": 3e-5}\'')
     p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -310,12 +369,32 @@ def main(argv: list[str] | None = None) -> int:
     launcher = shlex.split(args.launcher) if args.launcher else None
     cache = Path(args.cache).resolve() if args.cache else work / "debs"
     photos = Path(args.photos).resolve() if args.photos else None
-    stages = build_plan(work, args.config, cache, launcher, photos)
-    unknown = set(args.force) - {s.name for s in stages}
-    if unknown:
-        p.error(f"unknown stages in --force: {sorted(unknown)}")
     try:
-        run_plan(stages, work, dry_run=args.dry_run, force=tuple(args.force))
+        overrides = json.loads(args.override) if args.override else None
+    except json.JSONDecodeError as e:
+        p.error(f"--override is not valid JSON: {e}")
+    if overrides is not None and not isinstance(overrides, dict):
+        p.error(f"--override takes a JSON object of config keys; got {args.override!r}")
+    try:
+        stages = build_plan(work, args.config, cache, launcher, photos, overrides)
+    except ValueError as e:
+        p.error(str(e))
+    for option, names in (("--force", args.force), ("--only", args.only or [])):
+        unknown = set(names) - {s.name for s in stages}
+        if unknown:
+            p.error(f"unknown stages in {option}: {sorted(unknown)}")
+    if args.only is not None:
+        stages = [s for s in stages if s.name in args.only]
+    reused = {}
+    for item in args.reuse:
+        run, sep, folder = item.partition("=")
+        if not sep or run not in ("vae", *LADDER, "vqgan"):
+            p.error(f"--reuse takes RUN=DIR with RUN one of {['vae', *LADDER, 'vqgan']}; got {item!r}")
+        reused[run] = Path(folder).resolve()
+        load_reused_row(reused[run], run)  # fail now, not after hours of training
+    stages = [s for s in stages if s.name not in {*reused, *(f"eval-{r}" for r in reused)}]
+    try:
+        run_plan(stages, work, dry_run=args.dry_run, force=tuple(args.force), reused=reused)
     except subprocess.CalledProcessError as e:
         logger.error("stage command failed (exit %s): %s", e.returncode, shlex.join(e.cmd))
         return 1

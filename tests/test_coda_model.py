@@ -337,6 +337,39 @@ def test_attention_codebook_lr_benchmark_smoke(tmp_path):
     assert json.loads((tmp_path / "rows.json").read_text())["rows"] == rows
 
 
+def test_attention_init_benchmark_smoke(tmp_path, monkeypatch):
+    """benchmarks/bench_attention_init.py end to end on a tiny VAE and generated shards."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    from coda_hf.data.shards import encode_png, write_parquet_shards
+
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(benchmarks))  # it imports its sibling bench_attention_codebook_lr
+    spec = importlib.util.spec_from_file_location("bench_attention_init", benchmarks / "bench_attention_init.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    tiny_vae().save_pretrained(tmp_path / "vae")
+    rng = np.random.default_rng(0)
+    features = datasets.Features({"image": datasets.Image()})
+    for split, n in (("train", 6), ("eval", 3)):
+        tiles = [encode_png(Image.fromarray((rng.random((32, 32, 3)) * 255).astype("uint8"))) for _ in range(n)]
+        write_parquet_shards({"image": tiles}, features, tmp_path / "tiles", split, num_shards=1)
+    rows = bench.main(["--vae", str(tmp_path / "vae"), "--data", str(tmp_path / "tiles"), "--resolution", "32",
+                       "--init-images", "4", "--batch-size", "2", "--kmeans-iters", "0", "2", "--min-usage", "0", "0.5",
+                       "--codebook-size", "16", "--scales", "1", "2", "8", "--output", str(tmp_path / "rows.json")])  # fmt: skip
+    assert [(r["kmeans_iters"], r["min_usage"]) for r in rows] == [(0, 0.0), (0, 0.5), (2, 0.0), (2, 0.5)]
+    assert all(r["init_images"] == 4 and 0 < r["utilization"] <= 1 and r["latent_mse"] > 0 for r in rows)
+    assert all(np.isfinite(r["psnr"]) for r in rows)
+    assert rows[2]["latent_mse"] != rows[0]["latent_mse"]  # k-means moved the sampled codes
+    assert json.loads((tmp_path / "rows.json").read_text())["rows"] == rows
+
+
 def test_constructor_validation():
     vae_config = dict(tiny_vae().config)
     with pytest.raises(ValueError, match="model_type"):

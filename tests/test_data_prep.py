@@ -501,6 +501,9 @@ def test_reproduce_plan_skips_finished_stages_and_reports(tmp_path, monkeypatch)
         assert cfg["model_kwargs"]["lora"] == (hw["lora"] if run == "coda" else {"rank": 0})
     assert stage["vq"].config["quantizer"] == {"name": "vq", "codebook_size": hw["codebook_size"]}
     assert stage["msvq"].config["quantizer"]["quantizer"] == "vq"
+    # the LoRA row fine-tunes an annealed decoder at its own rate; every other stage at learning_rate
+    assert stage["coda"].config["learning_rate"] == hw["lora_learning_rate"] < hw["learning_rate"]
+    assert {stage[r].config["learning_rate"] for r in ("vae", "vq", "msvq", "msattn", "vqgan")} == {hw["learning_rate"]}
     assert stage["msattn"].config["quantizer"] == stage["coda"].config["quantizer"]
     attn_kwargs = stage["msattn"].config["quantizer"]["quantizer_kwargs"]
     assert attn_kwargs == {"codebook_size": hw["codebook_size"], **hw["attention"]}
@@ -541,6 +544,53 @@ def test_reproduce_plan_skips_finished_stages_and_reports(tmp_path, monkeypatch)
     timings = json.loads((tmp_path / "timings.json").read_text())
     assert timings["vae"] == 5.0 and timings["vq"] < 60
     assert not (tmp_path / "w" / "configs").exists()  # dry run writes nothing
+
+
+def test_reproduce_only_and_reuse(tmp_path, monkeypatch, caplog):
+    """--only runs a subset of the plan; --reuse takes a row from an earlier report and marks it."""
+    import logging
+
+    repro = _load_reproduce(monkeypatch)
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "results.json").write_text(json.dumps({"vqgan": {"psnr": 18.1, "train_wall_s": 3000.0}}))
+    work = tmp_path / "w"
+    with caplog.at_level(logging.INFO, logger="reproduce"):
+        assert repro.main(["--workdir", str(work), "--dry-run", "--only", "vq", "eval-vq", "vqgan"]) == 0
+    planned = dict.fromkeys(r.getMessage()[1:].split("]")[0] for r in caplog.records if r.getMessage().startswith("["))
+    assert list(planned) == ["vq", "vqgan", "eval-vq"]  # plan order, nothing else
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="reproduce"):
+        assert repro.main(["--workdir", str(work), "--dry-run", "--reuse", f"vqgan={earlier}"]) == 0
+    assert not any(r.getMessage().startswith(("[vqgan]", "[eval-vqgan]")) for r in caplog.records)
+    (work / "eval" / "coda").mkdir(parents=True)
+    (work / "eval" / "coda" / "metrics.json").write_text(json.dumps({"psnr": 26.0}))
+    results = repro.write_report(work, {"vqgan": earlier})
+    assert results == {"coda": {"psnr": 26.0}, "vqgan": {"psnr": 18.1, "train_wall_s": 3000.0, "reused_from": str(earlier)}}
+    report = (work / "results.md").read_text()
+    assert "| vqgan (reused) | 18.1 | 3000 |" in report and f"the row of {earlier}/results.json" in report
+    for bad in (["--reuse", "vqgan"], ["--reuse", "gan=x"], ["--only", "nope"]):
+        with pytest.raises(SystemExit):
+            repro.main(["--workdir", str(work), "--dry-run", *bad])
+    with pytest.raises(ValueError, match="has no row 'vae'"):
+        repro.main(["--workdir", str(work), "--dry-run", "--reuse", f"vae={earlier}"])
+    with pytest.raises(FileNotFoundError, match="no results.json there"):
+        repro.main(["--workdir", str(work), "--dry-run", "--reuse", f"vae={tmp_path}"])
+
+
+def test_reproduce_override_replaces_config_keys_for_an_ablation(tmp_path, monkeypatch):
+    repro = _load_reproduce(monkeypatch)
+    lora = {"encoder": {"rank": 8}, "decoder": {"rank": 8}}
+    plan = {s.name: s for s in repro.build_plan(tmp_path, "cpu", tmp_path, overrides={"lora": lora, "lora_learning_rate": 3e-5})}
+    assert plan["coda"].config["model_kwargs"]["lora"] == lora and plan["coda"].config["learning_rate"] == 3e-5
+    assert plan["msattn"].config["model_kwargs"]["lora"] == {"rank": 0}  # only the LoRA row has adapters
+    assert repro.CONFIGS["cpu"]["lora"] != lora  # the named config itself is untouched
+    with pytest.raises(ValueError, match="unknown config keys \\['lr'\\]"):
+        repro.build_plan(tmp_path, "cpu", tmp_path, overrides={"lr": 1.0})
+    for bad in ("{not json", "[1, 2]", '{"lr": 1}'):
+        with pytest.raises(SystemExit):
+            repro.main(["--workdir", str(tmp_path / "w"), "--dry-run", "--override", bad])
+    assert repro.main(["--workdir", str(tmp_path / "w"), "--dry-run", "--override", '{"steps": 3}']) == 0
 
 
 @pytest.mark.slow
