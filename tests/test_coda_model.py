@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -303,28 +304,39 @@ def test_benchmark_script_smoke():
     assert bench.FLUX_VAE_CONFIG["latent_channels"] == 16
 
 
-def test_attention_codebook_lr_benchmark_smoke(tmp_path):
-    """benchmarks/bench_attention_codebook_lr.py end to end on a tiny VAE and generated shards."""
-    import importlib.util
-    import json
-    from pathlib import Path
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
+
+def _load_benchmark(name: str):
+    """A script of ``benchmarks/`` as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _bench_vae_and_tiles(tmp_path) -> None:
+    """``tmp_path/vae``: a tiny saved AutoencoderKL; ``tmp_path/tiles``: 6 train and 3 eval 32 px tiles."""
     import datasets
     import numpy as np
     from PIL import Image
 
     from coda_hf.data.shards import encode_png, write_parquet_shards
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_attention_codebook_lr.py"
-    spec = importlib.util.spec_from_file_location("bench_attention_codebook_lr", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     tiny_vae().save_pretrained(tmp_path / "vae")
     rng = np.random.default_rng(0)
     features = datasets.Features({"image": datasets.Image()})
     for split, n in (("train", 6), ("eval", 3)):
         tiles = [encode_png(Image.fromarray((rng.random((32, 32, 3)) * 255).astype("uint8"))) for _ in range(n)]
         write_parquet_shards({"image": tiles}, features, tmp_path / "tiles", split, num_shards=1)
+
+
+def test_attention_codebook_lr_benchmark_smoke(tmp_path):
+    """benchmarks/bench_attention_codebook_lr.py end to end on a tiny VAE and generated shards."""
+    bench = _load_benchmark("bench_attention_codebook_lr")
+    _bench_vae_and_tiles(tmp_path)
     rows = bench.main(["--vae", str(tmp_path / "vae"), "--data", str(tmp_path / "tiles"), "--resolution", "32",
                        "--learning-rates", "1e-1", "0", "--steps", "2", "--batch-size", "2", "--codebook-size", "16",
                        "--scales", "1", "2", "16", "--output", str(tmp_path / "rows.json")])  # fmt: skip
@@ -339,27 +351,11 @@ def test_attention_codebook_lr_benchmark_smoke(tmp_path):
 
 def test_attention_init_benchmark_smoke(tmp_path, monkeypatch):
     """benchmarks/bench_attention_init.py end to end on a tiny VAE and generated shards."""
-    import importlib.util
-    import json
-    from pathlib import Path
-
-    import datasets
     import numpy as np
-    from PIL import Image
 
-    from coda_hf.data.shards import encode_png, write_parquet_shards
-
-    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
-    monkeypatch.syspath_prepend(str(benchmarks))  # it imports its sibling bench_attention_codebook_lr
-    spec = importlib.util.spec_from_file_location("bench_attention_init", benchmarks / "bench_attention_init.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    tiny_vae().save_pretrained(tmp_path / "vae")
-    rng = np.random.default_rng(0)
-    features = datasets.Features({"image": datasets.Image()})
-    for split, n in (("train", 6), ("eval", 3)):
-        tiles = [encode_png(Image.fromarray((rng.random((32, 32, 3)) * 255).astype("uint8"))) for _ in range(n)]
-        write_parquet_shards({"image": tiles}, features, tmp_path / "tiles", split, num_shards=1)
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports its sibling bench_attention_codebook_lr
+    bench = _load_benchmark("bench_attention_init")
+    _bench_vae_and_tiles(tmp_path)
     rows = bench.main(["--vae", str(tmp_path / "vae"), "--data", str(tmp_path / "tiles"), "--resolution", "32",
                        "--init-images", "4", "--batch-size", "2", "--kmeans-iters", "0", "2", "--min-usage", "0", "0.5",
                        "--codebook-size", "16", "--scales", "1", "2", "8", "--output", str(tmp_path / "rows.json")])  # fmt: skip
