@@ -65,11 +65,13 @@ REPO = Path(__file__).resolve().parents[1]
 # ``lora_learning_rate``: the +LoRA row's adapters (default ``learning_rate``): they fine-tune a decoder
 # that the VAE's cosine schedule has already annealed, so they start lower than a from-scratch run. ``data_init_images``: the attention rows sample their codebook from the
 # posterior means of this many training images (one batch of 16 left 4.5% of the codes unused on eval).
+# ``vq``: extra VectorQuantizer kwargs of the VQ, multi-scale VQ and VQGAN rows (the paper's plain VQ: none;
+# an ablation sets e.g. EMA codebooks and dead-code restarts with --override).
 CONFIGS: dict[str, dict] = {
     "smoke": {  # 2-step wiring check (tests); not a result
         "tile_size": 32, "batch_size": 2, "vae_steps": 2, "steps": 2, "vqgan_factor": 6, "eval_images": 4,
         "widths": [8, 16], "layers_per_block": 1, "latent_channels": 4, "codebook_size": 16, "scales": [1, 2, 4, 16],
-        "attention": {"hidden_dim": 8}, "lora": {"decoder": {"rank": 2}}, "learning_rate": 1e-3, "gan_weight": 0.0, "cpu": True,
+        "attention": {"hidden_dim": 8}, "lora": {"decoder": {"rank": 2}}, "learning_rate": 1e-3, "gan_weight": 0.0, "cpu": True, "vq": {},
         "attention_learning_rate": 1e-5, "data_init_images": 4, "checkpointing_steps": 1, "stats_images": 4, "norm_num_groups": 8,
         "objective": {"l1_weight": 1.0, "perceptual_weight": 0.0},
     },
@@ -80,17 +82,17 @@ CONFIGS: dict[str, dict] = {
         "attention": {"init": "data", "init_sharpness": 100.0, "entropy_weight": 0.0, "init_kmeans_iters": 5,
                       "init_min_usage": 0.1},
         "learning_rate": 1e-3, "lora_learning_rate": 1e-4, "attention_learning_rate": 0.0, "data_init_images": 1024,
-        "gan_weight": 0.0, "cpu": True, "checkpointing_steps": 200, "stats_images": 1024, "norm_num_groups": 32,
+        "gan_weight": 0.0, "cpu": True, "checkpointing_steps": 200, "vq": {}, "stats_images": 1024, "norm_num_groups": 32,
         "objective": {"l1_weight": 1.0, "perceptual_weight": 0.25},
     },
-    "cpu-latent16": {  # CODA-MAR's latent grid and token layout (16x16x16 latents, 10 levels, 680 tokens); not run yet
+    "cpu-latent16": {  # CODA-MAR's latent grid and token layout (16x16x16 latents, 10 levels, 680 tokens); run: benchmarks/results/cpu-latent16
         "tile_size": 64, "batch_size": 16, "vae_steps": 2400, "steps": 200, "vqgan_factor": 6, "eval_images": 972,
         "widths": [32, 64, 64], "layers_per_block": 1, "latent_channels": 16, "codebook_size": 4096,
         "scales": [1, 2, 3, 4, 5, 6, 8, 10, 13, 16], "lora": {"encoder": {"rank": 0}, "decoder": {"rank": 8}},
         "attention": {"init": "data", "init_sharpness": 100.0, "entropy_weight": 0.0, "init_kmeans_iters": 5,
                       "init_min_usage": 0.1},
         "learning_rate": 1e-3, "lora_learning_rate": 1e-4, "attention_learning_rate": 0.0, "data_init_images": 1024,
-        "gan_weight": 0.0, "cpu": True, "checkpointing_steps": 200, "stats_images": 1024, "norm_num_groups": 32,
+        "gan_weight": 0.0, "cpu": True, "checkpointing_steps": 200, "vq": {}, "stats_images": 1024, "norm_num_groups": 32,
         "objective": {"l1_weight": 1.0, "perceptual_weight": 0.25},
     },
     "gpu": {
@@ -99,7 +101,7 @@ CONFIGS: dict[str, dict] = {
         "scales": [1, 2, 3, 4, 6, 9, 13, 16], "lora": {"encoder": {"rank": 0}, "decoder": {"rank": 32}},
         "attention": {"init": "data", "init_sharpness": 100.0, "entropy_weight": 0.0, "init_kmeans_iters": 5,
                       "init_min_usage": 0.1},
-        "learning_rate": 5e-4, "lora_learning_rate": 5e-5, "attention_learning_rate": 0.0, "data_init_images": 2048, "gan_weight": 0.5, "cpu": False, "checkpointing_steps": 1000,
+        "learning_rate": 5e-4, "lora_learning_rate": 5e-5, "attention_learning_rate": 0.0, "data_init_images": 2048, "gan_weight": 0.5, "cpu": False, "checkpointing_steps": 1000, "vq": {},
         "stats_images": 2048, "norm_num_groups": 32, "objective": {"l1_weight": 1.0, "perceptual_weight": 0.25},
     },
 }
@@ -119,10 +121,11 @@ class Stage:
 
 def _quantizer(run: str, hw: dict) -> dict:
     k = hw["codebook_size"]
+    vq = {"codebook_size": k, **hw.get("vq", {})}  # VectorQuantizer kwargs of the vq, msvq and VQGAN rows
     if run == "vq":
-        return {"name": "vq", "codebook_size": k}
+        return {"name": "vq", **vq}
     if run == "msvq":
-        return {"name": "multiscale", "scales": hw["scales"], "quantizer": "vq", "quantizer_kwargs": {"codebook_size": k}}
+        return {"name": "multiscale", "scales": hw["scales"], "quantizer": "vq", "quantizer_kwargs": vq}
     # ``attention``: inner AttentionQuantizer kwargs of the attention rows. CPU/GPU use init="data" (the
     # argmax starts as nearest-neighbour search over values sampled from the first batch's level inputs)
     # and no entropy penalty; with the paper's recipe (aligned init, hidden 128, entropy 0.05) the 200-step

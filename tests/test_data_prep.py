@@ -585,6 +585,14 @@ def test_reproduce_override_replaces_config_keys_for_an_ablation(tmp_path, monke
     assert plan["coda"].config["model_kwargs"]["lora"] == lora and plan["coda"].config["learning_rate"] == 3e-5
     assert plan["msattn"].config["model_kwargs"]["lora"] == {"rank": 0}  # only the LoRA row has adapters
     assert repro.CONFIGS["cpu"]["lora"] != lora  # the named config itself is untouched
+    ema = {"use_ema": True, "restart_after": 20}  # the VQ rows' codebooks (vq, msvq, VQGAN), nothing else
+    plan = {s.name: s for s in repro.build_plan(tmp_path, "cpu-latent16", tmp_path, overrides={"vq": ema})}
+    assert plan["vq"].config["quantizer"] == {"name": "vq", "codebook_size": 4096, **ema}
+    assert plan["msvq"].config["quantizer"]["quantizer_kwargs"] == {"codebook_size": 4096, **ema}
+    assert plan["vqgan"].config["quantizer"] == plan["vq"].config["quantizer"]
+    assert "use_ema" not in plan["msattn"].config["quantizer"]["quantizer_kwargs"]
+    plain = repro.build_plan(tmp_path, "cpu-latent16", tmp_path)[3]
+    assert plain.name == "vq" and plain.config["quantizer"] == {"name": "vq", "codebook_size": 4096}
     with pytest.raises(ValueError, match="unknown config keys \\['lr'\\]"):
         repro.build_plan(tmp_path, "cpu", tmp_path, overrides={"lr": 1.0})
     for bad in ("{not json", "[1, 2]", '{"lr": 1}'):

@@ -147,6 +147,18 @@ def test_per_level_data_init_samples_the_residual_the_earlier_levels_leave():
         assert bool((gap < 1e-5).all())  # every code is one of the tokens its level quantizes
 
 
+def test_per_level_data_init_quantizes_each_level_once():
+    """One pass over the stack: level l is initialised, then quantized once to give level l+1 its input."""
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    m = MultiScaleResidualQuantizer(dim=4, scales=[1, 2, 4, 8], shared_codebook=False,
+                                    quantizer_kwargs={"codebook_size": 8, "init": "data"})  # fmt: skip
+    calls = []
+    for level, q in enumerate(m.quantizers):
+        q.register_forward_hook(lambda module, args, out, level=level: calls.append(level))
+    m.initialize(z, torch.Generator().manual_seed(0))
+    assert calls == [0, 1, 2, 3] and not m.needs_data_init
+
+
 def test_attention_init_kmeans_iters_is_validated():
     with pytest.raises(ValueError, match="init_kmeans_iters must be >= 0"):
         _attention(init_kmeans_iters=-1)

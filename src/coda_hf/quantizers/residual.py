@@ -7,6 +7,7 @@ RVQ: Zeghidour et al. 2021, Lee et al. 2022 "RQ-VAE") stacks levels at the laten
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -96,20 +97,25 @@ class StackedQuantizer(BaseQuantizer):
         return quantized
 
     @torch.no_grad()
-    def _level_inputs(self, z: torch.Tensor, lossless: bool = False, levels: int | None = None) -> list[torch.Tensor]:
+    def _level_inputs(
+        self, z: torch.Tensor, lossless: bool = False, before_level: Callable[[int, torch.Tensor], None] | None = None,
+    ) -> list[torch.Tensor]:
         """``[(B, C, h_l, w_l)] * L``: what each level quantizes, with the current codebooks in eval mode.
 
         ``lossless``: every level passes its input through unquantized (an ideal quantizer), so the inputs
         do not depend on any codebook: for a multi-scale stack, the band-pass pyramid of ``z``.
-        ``levels``: only the first ``levels`` inputs.
+        ``before_level(level, input)``: called with each level's input before that level quantizes it (the
+        per-level data initialisation, in one pass over the stack).
         """
         was_training = self.training
         self.eval()
         try:
             height, width = z.shape[-2:]
             residual, inputs = z, []
-            for level, size in enumerate(self.level_shapes(height, width)[:levels]):
+            for level, size in enumerate(self.level_shapes(height, width)):
                 inputs.append(self._down(residual, size))
+                if before_level is not None:
+                    before_level(level, inputs[-1])
                 codes = inputs[-1] if lossless else self.level_quantizer(level)(inputs[-1]).quantized
                 residual = residual - self._up(codes, (height, width))
         finally:
@@ -143,9 +149,12 @@ class StackedQuantizer(BaseQuantizer):
         if not any(pending):
             return
         if not self.shared_codebook:
-            for level, quantizer in enumerate(self.quantizers):
+
+            def init_level(level: int, x: torch.Tensor) -> None:  # x: (B, C, h_l, w_l), levels < l initialised
                 if pending[level]:
-                    quantizer.data_init(to_tokens(self._level_inputs(z, levels=level + 1)[level]), generator)
+                    self.quantizers[level].data_init(to_tokens(x), generator)
+
+            self._level_inputs(z, before_level=init_level)
         else:
             for step in range(DATA_INIT_PASSES):
                 inputs = self._level_inputs(z, lossless=step == 0)  # [(B, C, h_l, w_l)] * L
