@@ -261,7 +261,9 @@ def write_report(work: Path, reused: dict[str, Path] | None = None) -> dict:
     for run in order:
         if "reused_from" in results[run]:
             lines.append(f"{run} (reused): not run by this invocation; the row of {results[run]['reused_from']}/results.json.")
-    lines.append(f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
+    # Training is bit-reproducible at a fixed thread count; another count changes float summation order.
+    lines.append(f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
+                 f"python {platform.python_version()}, "
                  f"torch {torch.__version__}" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
     (work / "results.md").write_text("\n".join(lines) + "\n")
     (work / "results.json").write_text(json.dumps({r: results[r] for r in order}, indent=2) + "\n")  # run order

@@ -569,6 +569,7 @@ def test_reproduce_only_and_reuse(tmp_path, monkeypatch, caplog):
     assert results == {"coda": {"psnr": 26.0}, "vqgan": {"psnr": 18.1, "train_wall_s": 3000.0, "reused_from": str(earlier)}}
     report = (work / "results.md").read_text()
     assert "| vqgan (reused) | 18.1 | 3000 |" in report and f"the row of {earlier}/results.json" in report
+    assert f"{torch.get_num_threads()} torch threads" in report  # results depend on it (float summation order)
     for bad in (["--reuse", "vqgan"], ["--reuse", "gan=x"], ["--only", "nope"]):
         with pytest.raises(SystemExit):
             repro.main(["--workdir", str(work), "--dry-run", *bad])

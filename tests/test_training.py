@@ -237,6 +237,13 @@ def test_quantizer_learning_rate_is_its_own_group(tmp_path, images):
     assert not all(torch.equal(before[k], after[k]) for k in lora)
 
 
+def test_frozen_vae_with_an_ema_codebook_is_a_clear_error(tmp_path, images):
+    """Nothing trained by gradient (frozen VAE, no LoRA, EMA codebook): the error says what to unfreeze."""
+    with pytest.raises(ValueError, match="no parameter is trained by gradient.*LoRA adapters.*use_ema=False"):
+        main(base_args(images, tmp_path / "o", tmp_path, model="coda", pretrained_vae=str(_tiny_vae_dir(tmp_path)),
+                       quantizer={**VQ, "use_ema": True}, model_kwargs={"lora": {"rank": 0}}))  # fmt: skip
+
+
 def test_data_init_images_samples_the_codebook_from_many_images(tmp_path, images, monkeypatch):
     from coda_hf.quantizers import MultiScaleResidualQuantizer
 

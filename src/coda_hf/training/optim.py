@@ -31,14 +31,15 @@ def parameter_groups(
     """
     quantizer = getattr(model, "quantizer", None)
     if quantizer_lr is None or quantizer_lr == lr:
-        return [{"params": trainable_parameters(model), "lr": lr}]
-    if not isinstance(quantizer, torch.nn.Module):
-        raise ValueError(f"quantizer_learning_rate needs a model with a quantizer; {type(model).__name__} has none")
-    in_quantizer = {id(p) for p in quantizer.parameters()}
-    groups = [
-        {"params": [p for p in trainable_parameters(model) if id(p) not in in_quantizer], "lr": lr},
-        {"params": trainable_parameters(quantizer), "lr": quantizer_lr},
-    ]
+        groups = [{"params": trainable_parameters(model), "lr": lr}]
+    else:
+        if not isinstance(quantizer, torch.nn.Module):
+            raise ValueError(f"quantizer_learning_rate needs a model with a quantizer; {type(model).__name__} has none")
+        in_quantizer = {id(p) for p in quantizer.parameters()}
+        groups = [
+            {"params": [p for p in trainable_parameters(model) if id(p) not in in_quantizer], "lr": lr},
+            {"params": trainable_parameters(quantizer), "lr": quantizer_lr},
+        ]
     return [g for g in groups if g["params"]]
 
 
