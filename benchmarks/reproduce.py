@@ -66,7 +66,7 @@ REPO = Path(__file__).resolve().parents[1]
 # that the VAE's cosine schedule has already annealed, so they start lower than a from-scratch run. ``data_init_images``: the attention rows sample their codebook from the
 # posterior means of this many training images (one batch of 16 left 4.5% of the codes unused on eval).
 # ``vq``: extra VectorQuantizer kwargs of the VQ, multi-scale VQ and VQGAN rows (the paper's plain VQ: none;
-# an ablation sets e.g. EMA codebooks and dead-code restarts with --override).
+# an ablation sets e.g. dead-code restarts, --override '{"vq": {"restart_after": 20}}').
 CONFIGS: dict[str, dict] = {
     "smoke": {  # 2-step wiring check (tests); not a result
         "tile_size": 32, "batch_size": 2, "vae_steps": 2, "steps": 2, "vqgan_factor": 6, "eval_images": 4,
@@ -85,7 +85,7 @@ CONFIGS: dict[str, dict] = {
         "gan_weight": 0.0, "cpu": True, "checkpointing_steps": 200, "vq": {}, "stats_images": 1024, "norm_num_groups": 32,
         "objective": {"l1_weight": 1.0, "perceptual_weight": 0.25},
     },
-    "cpu-latent16": {  # CODA-MAR's latent grid and token layout (16x16x16 latents, 10 levels, 680 tokens); run: benchmarks/results/cpu-latent16
+    "cpu-latent16": {  # CODA-MAR's latent grid and token layout (16x16x16 latents, 10 levels, 680 tokens); runs: benchmarks/results/cpu-latent16{,-run2}
         "tile_size": 64, "batch_size": 16, "vae_steps": 2400, "steps": 200, "vqgan_factor": 6, "eval_images": 972,
         "widths": [32, 64, 64], "layers_per_block": 1, "latent_channels": 16, "codebook_size": 4096,
         "scales": [1, 2, 3, 4, 5, 6, 8, 10, 13, 16], "lora": {"encoder": {"rank": 0}, "decoder": {"rank": 8}},
