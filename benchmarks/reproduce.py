@@ -121,7 +121,7 @@ class Stage:
 
 def _quantizer(run: str, hw: dict) -> dict:
     k = hw["codebook_size"]
-    vq = {"codebook_size": k, **hw.get("vq", {})}  # VectorQuantizer kwargs of the vq, msvq and VQGAN rows
+    vq = {"codebook_size": k, **hw["vq"]}  # VectorQuantizer kwargs of the vq, msvq and VQGAN rows
     if run == "vq":
         return {"name": "vq", **vq}
     if run == "msvq":

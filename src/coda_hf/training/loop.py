@@ -184,14 +184,11 @@ def train(config: TrainingConfig) -> TrainResult:
 
     betas = (config.adam_beta1, config.adam_beta2)
     gen_groups = parameter_groups(model, config.learning_rate, config.quantizer_learning_rate)
-    if not gen_groups:
-        raise ValueError(
-            f"--model {config.model} with --quantizer {config.quantizer.get('name')!r}: no parameter is trained by "
-            "gradient. A frozen VAE without LoRA (rank 0) and a codebook that learns without gradients "
-            "(use_ema=True) leave nothing to optimise: give the VAE LoRA adapters (model_kwargs lora rank > 0) "
-            "or use a gradient-trained codebook (use_ema=False)"
-        )
-    opt_g = build_adamw(gen_groups, config.learning_rate, betas, config.weight_decay, config.adam_epsilon)
+    frozen = (f"--model {config.model} with --quantizer {config.quantizer.get('name')!r}: no parameter is trained by "
+              "gradient. A frozen VAE without LoRA (rank 0) and a codebook that learns without gradients "
+              "(use_ema=True) leave nothing to optimise: give the VAE LoRA adapters (model_kwargs lora rank > 0) "
+              "or use a gradient-trained codebook (use_ema=False)")  # fmt: skip
+    opt_g = build_adamw(gen_groups, config.learning_rate, betas, config.weight_decay, config.adam_epsilon, hint=frozen)
     sched_g = build_lr_scheduler(config.lr_scheduler, opt_g, config.lr_warmup_steps, total_steps)
     disc_params: list[torch.nn.Parameter] = []
     opt_d = sched_d = None

@@ -50,10 +50,12 @@ def build_adamw(
     weight_decay: float = 0.005,
     eps: float = 1e-8,
     name: str = "generator",
+    hint: str | None = None,
 ) -> torch.optim.AdamW:
+    """``hint``: appended to the error when there is nothing to optimise (what the caller's set-up froze)."""
     params = list(params)  # tensors, or parameter groups (dicts with "params" and their own "lr")
     if not params or all(isinstance(g, dict) and not g["params"] for g in params):
-        raise ValueError(f"the {name} has no trainable parameters: nothing to optimise")
+        raise ValueError(f"the {name} has no trainable parameters: nothing to optimise" + (f". {hint}" if hint else ""))
     return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps)
 
 
