@@ -602,25 +602,74 @@ def test_reproduce_override_replaces_config_keys_for_an_ablation(tmp_path, monke
     assert repro.main(["--workdir", str(tmp_path / "w"), "--dry-run", "--override", '{"steps": 3}']) == 0
 
 
+def test_reproduce_off_the_shelf_vae_trains_on_other_photos(tmp_path, monkeypatch):
+    """``vae_sources`` / ``--vae-photos``: stage 0 (and its latent stats) on one photo set, everything else on another."""
+    repro = _load_reproduce(monkeypatch)
+    plan = {s.name: s for s in repro.build_plan(tmp_path, "cpu-latent16-offdomain", tmp_path / "debs")}
+    assert list(plan)[:4] == ["data", "data-vae", "vae", "vae-stats"]
+    hw = repro.CONFIGS["cpu-latent16-offdomain"]
+    photos, vae_photos = tmp_path / "data" / "photos", tmp_path / "data" / "vae-photos"
+    assert plan["data"].command[-3:] == ["--sources", *hw["sources"]]
+    assert plan["data-vae"].command[-3:] == ["--sources", *hw["vae_sources"]] and "--out" in plan["data-vae"].command
+    assert plan["data-vae"].done_marker == vae_photos / "manifest.json"
+    assert plan["vae"].config["train_data_dir"] == str(vae_photos / "tiles64")
+    assert str(vae_photos / "tiles64") in plan["vae-stats"].command  # the shift / scale come with the VAE
+    for run in (*LADDER_RUNS, "vqgan"):
+        assert plan[run].config["train_data_dir"] == str(photos / "tiles64")
+        assert str(photos / "tiles64") in plan[f"eval-{run}"].command
+        assert "--num-images" not in plan[f"eval-{run}"].command  # eval_images null: every eval tile
+    default = {s.name: s for s in repro.build_plan(tmp_path / "d", "cpu-latent16", tmp_path)}
+    assert "data-vae" not in default and "--sources" not in default["data"].command
+    assert default["vae"].config["train_data_dir"] == default["msattn"].config["train_data_dir"]
+    assert default["eval-vae"].command[-3:-1] == ["--num-images", "972"]
+    # an already prepared set for stage 0, without vae_sources: its stage prepares every default source
+    ready = tmp_path / "ready"
+    plan = {s.name: s for s in repro.build_plan(tmp_path / "r", "cpu", tmp_path, vae_photos=ready)}
+    assert plan["data-vae"].done_marker == ready / "manifest.json" and "--sources" not in plan["data-vae"].command
+    assert plan["vae"].config["train_data_dir"] == str(ready / "tiles64")
+    assert plan["vq"].config["train_data_dir"] == str(tmp_path / "r" / "data" / "photos" / "tiles64")
+    assert repro.main(["--workdir", str(tmp_path / "m"), "--dry-run", "--vae-photos", str(ready)]) == 0
+    with pytest.raises(ValueError, match="share \\['skimage'\\]; stage 0 must train on other photos"):
+        repro.build_plan(tmp_path, "cpu", tmp_path, overrides={"sources": ["skimage", "opencv-doc"], "vae_sources": ["skimage"]})
+    for bad in ("skimage", [], [1]):
+        with pytest.raises(ValueError, match="'vae_sources' takes null or a non-empty list"):
+            repro.build_plan(tmp_path, "cpu", tmp_path, overrides={"vae_sources": bad})
+    # a prepared photo set from other sources is refused, not silently reused (its stage would be skipped)
+    photos.mkdir(parents=True)
+    (photos / "manifest.json").write_text(json.dumps({"config": {"sources": ["skimage"]}}))
+    with pytest.raises(ValueError, match="prepared from the sources \\['skimage'\\], but the config's 'sources'"):
+        repro.build_plan(tmp_path, "cpu-latent16-offdomain", tmp_path)
+    vae_photos.mkdir(parents=True)
+    (vae_photos / "manifest.json").write_text(json.dumps({"config": {"sources": ["skimage"]}}))
+    with pytest.raises(ValueError, match="the config's 'vae_sources'"):
+        repro.build_plan(tmp_path, "cpu-latent16-offdomain", tmp_path, photos=ready)
+    with pytest.raises(SystemExit):
+        repro.main(["--workdir", str(tmp_path), "--config", "cpu-latent16-offdomain", "--dry-run"])
+
+
 @pytest.mark.slow
 def test_reproduce_smoke_runs_every_stage(tmp_path, monkeypatch):
     """The whole experiment, 2 steps per stage, on generated tiles: every stage runs and reports."""
     import datasets
     import numpy as np
+    import yaml
     from PIL import Image
 
     from coda_hf.data.shards import encode_png, write_parquet_shards
 
     repro = _load_reproduce(monkeypatch)
-    photos = tmp_path / "photos"
+    photos, vae_photos = tmp_path / "photos", tmp_path / "vae-photos"  # stage 0 on other tiles (off the shelf)
     rng = np.random.default_rng(0)
     features = datasets.Features({"image": datasets.Image()})
-    for split, n in (("train", 8), ("eval", 4)):
-        tiles = [encode_png(Image.fromarray((rng.random((32, 32, 3)) * 255).astype("uint8"))) for _ in range(n)]
-        write_parquet_shards({"image": tiles}, features, photos / "tiles32", split, num_shards=2)
-    (photos / "manifest.json").write_text("{}")
+    for folder in (photos, vae_photos):
+        for split, n in (("train", 8), ("eval", 4)):
+            tiles = [encode_png(Image.fromarray((rng.random((32, 32, 3)) * 255).astype("uint8"))) for _ in range(n)]
+            write_parquet_shards({"image": tiles}, features, folder / "tiles32", split, num_shards=2)
+        (folder / "manifest.json").write_text("{}")
     work = tmp_path / "work"
-    assert repro.main(["--workdir", str(work), "--config", "smoke", "--photos", str(photos)]) == 0
+    argv = ["--workdir", str(work), "--config", "smoke", "--photos", str(photos), "--vae-photos", str(vae_photos)]
+    assert repro.main(argv) == 0
+    assert yaml.safe_load((work / "configs" / "vae.yaml").read_text())["train_data_dir"] == str(vae_photos / "tiles32")
     results = json.loads((work / "results.json").read_text())
     assert list(results) == ["vae", *LADDER_RUNS, "vqgan"]
     assert results["vqgan"]["train_steps"] == 12 and results["coda"]["train_steps"] == 2
@@ -630,4 +679,4 @@ def test_reproduce_smoke_runs_every_stage(tmp_path, monkeypatch):
     timings = json.loads((work / "timings.json").read_text())
     assert all(timings[r] > 0 for r in ("vae", *LADDER_RUNS, "vqgan"))
     # A second invocation finds everything done and runs nothing.
-    assert repro.run_plan(repro.build_plan(work, "smoke", work, photos=photos), work) == []
+    assert repro.run_plan(repro.build_plan(work, "smoke", work, photos=photos, vae_photos=vae_photos), work) == []
