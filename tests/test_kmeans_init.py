@@ -227,6 +227,49 @@ def test_stack_encodes_for_restarts_only_when_an_inner_quantizer_restarts(monkey
         assert len(calls) >= expected if min_usage else len(calls) == expected
 
 
+def test_restart_rare_codes_counts_given_indices_like_its_own_search():
+    g = torch.Generator().manual_seed(0)
+    features = 0.1 * torch.randn(600, 4, generator=g)
+    values = torch.cat([features[:24], 50 + torch.randn(8, 4, generator=g)])
+    results = []
+    for given in (False, True):
+        q = _attention(init_min_usage=0.5)
+        q.nearest_init(values)
+        indices = q.search(features)["indices"] if given else None
+        results.append((q.restart_rare_codes(features, torch.Generator().manual_seed(1), indices), q.values().detach()))
+    assert results[0][0] == results[1][0] >= 8
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="indices must be \\(600,\\), one code per feature; got \\(599,\\)"):
+        q.restart_rare_codes(features, indices=torch.zeros(599, dtype=torch.long))
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_stack_restart_rounds_count_the_encoding_without_searching_again(monkeypatch, shared):
+    """Each restart round encodes the stack once; its codes are counted, not searched for a second time.
+    The codebook is the same as with a second search."""
+    z = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    kwargs = {"codebook_size": 16, "init": "data", "init_min_usage": 0.9}
+
+    def build():
+        torch.manual_seed(0)
+        return MultiScaleResidualQuantizer(dim=4, scales=[1, 2, 4, 8], shared_codebook=shared, quantizer_kwargs=kwargs)
+
+    searches, encodes = [], []
+    search, level_inputs = AttentionQuantizer.search, MultiScaleResidualQuantizer._level_inputs
+    monkeypatch.setattr(AttentionQuantizer, "search", lambda self, *a, **k: searches.append(1) or search(self, *a, **k))
+    monkeypatch.setattr(MultiScaleResidualQuantizer, "_level_inputs",
+                        lambda self, *a, **k: encodes.append(k.get("lossless", False)) or level_inputs(self, *a, **k))  # fmt: skip
+    m = build()
+    m.initialize(z, torch.Generator().manual_seed(1))
+    assert len(searches) == 4 * sum(not lossless for lossless in encodes)  # one search per level per encoding
+    restart = AttentionQuantizer.restart_rare_codes  # the reference: each round searches again
+    monkeypatch.setattr(AttentionQuantizer, "restart_rare_codes", lambda self, f, g=None, i=None: restart(self, f, g))
+    reference = build()
+    reference.initialize(z, torch.Generator().manual_seed(1))
+    for name, tensor in reference.state_dict().items():
+        torch.testing.assert_close(m.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
+
+
 def test_init_min_usage_is_validated():
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match="init_min_usage is a fraction"):

@@ -303,16 +303,23 @@ class AttentionQuantizer(BaseQuantizer):
         return self.init_min_usage > 0
 
     @torch.no_grad()
-    def restart_rare_codes(self, features: torch.Tensor, generator: torch.Generator | None = None) -> int:
+    def restart_rare_codes(
+        self, features: torch.Tensor, generator: torch.Generator | None = None, indices: torch.Tensor | None = None,
+    ) -> int:
         """Restart the codes that ``(N, C)`` features use fewer than ``init_min_usage * N / K`` times on
         features drawn at random (keeping every other code); returns how many (``0`` when
         ``init_min_usage`` is 0). Counts are summed over processes and rank 0's draw is broadcast, so
-        every rank keeps the same codebook.
+        every rank keeps the same codebook. ``indices``: the ``(N,)`` codes of ``features`` under the
+        current codebook (an eval encoding's), to count them without searching again.
         """
         if not self.init_min_usage:
             return 0
         features = features.detach().float()
-        counts = torch.bincount(self.search(features)["indices"], minlength=self.codebook_size)  # (K,)
+        if indices is None:
+            indices = self.search(features)["indices"]
+        elif indices.shape != features.shape[:1]:
+            raise ValueError(f"indices must be ({features.shape[0]},), one code per feature; got {tuple(indices.shape)}")
+        counts = torch.bincount(indices.reshape(-1).long(), minlength=self.codebook_size)  # (K,)
         total = torch.tensor(float(features.shape[0]), device=counts.device)
         counts, total = _all_reduce_sum(counts), _all_reduce_sum(total)
         rare = counts < self.init_min_usage * total / self.codebook_size  # (K,) bool

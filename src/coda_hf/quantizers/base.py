@@ -108,9 +108,12 @@ class BaseQuantizer(nn.Module):
         """:meth:`restart_rare_codes` can restart codes (so a stack encodes its data to count them)."""
         return False
 
-    def restart_rare_codes(self, features: torch.Tensor, generator: torch.Generator | None = None) -> int:
+    def restart_rare_codes(
+        self, features: torch.Tensor, generator: torch.Generator | None = None, indices: torch.Tensor | None = None,
+    ) -> int:
         """Part of a data-dependent initialisation: restart the codes that ``(N, C)`` features rarely use;
-        returns how many restarted (here: none)."""
+        returns how many restarted (here: none). ``indices``: the ``(N,)`` codes the features map to under
+        the current codebook, when the caller has them from an encoding pass (no second search)."""
         return 0
 
     def level_shapes(self, height: int, width: int) -> list[tuple[int, int]]:

@@ -99,6 +99,7 @@ class StackedQuantizer(BaseQuantizer):
     @torch.no_grad()
     def _level_inputs(
         self, z: torch.Tensor, lossless: bool = False, before_level: Callable[[int, torch.Tensor], None] | None = None,
+        indices: list[torch.Tensor] | None = None,
     ) -> list[torch.Tensor]:
         """``[(B, C, h_l, w_l)] * L``: what each level quantizes, with the current codebooks in eval mode.
 
@@ -106,6 +107,7 @@ class StackedQuantizer(BaseQuantizer):
         do not depend on any codebook: for a multi-scale stack, the band-pass pyramid of ``z``.
         ``before_level(level, input)``: called with each level's input before that level quantizes it (the
         per-level data initialisation, in one pass over the stack).
+        ``indices``: a list that receives each level's ``(B, h_l, w_l)`` codes (not with ``lossless``).
         """
         was_training = self.training
         self.eval()
@@ -116,7 +118,13 @@ class StackedQuantizer(BaseQuantizer):
                 inputs.append(self._down(residual, size))
                 if before_level is not None:
                     before_level(level, inputs[-1])
-                codes = inputs[-1] if lossless else self.level_quantizer(level)(inputs[-1]).quantized
+                if lossless:
+                    codes = inputs[-1]
+                else:
+                    out = self.level_quantizer(level)(inputs[-1])
+                    codes = out.quantized
+                    if indices is not None:
+                        indices.append(out.indices[0])
                 residual = residual - self._up(codes, (height, width))
         finally:
             self.train(was_training)
@@ -162,11 +170,15 @@ class StackedQuantizer(BaseQuantizer):
         # Rare-code restarts (an inner quantizer's init_min_usage), counted on the stack's own encoding.
         rounds = INIT_RESTART_ROUNDS if any(q.restarts_rare_codes for q, p in zip(self.quantizers, pending) if p) else 0
         for _ in range(rounds):
-            tokens = [to_tokens(x) for x in self._level_inputs(z)]  # [(B h_l w_l, C)] * L
+            level_indices: list[torch.Tensor] = []  # [(B, h_l, w_l)] * L, the encoding's codes: counted, not searched again
+            tokens = [to_tokens(x) for x in self._level_inputs(z, indices=level_indices)]  # [(B h_l w_l, C)] * L
+            flat = [i.reshape(-1) for i in level_indices]  # row-major over (B, h_l, w_l), as to_tokens
             if self.shared_codebook:
-                restarted = self.quantizers[0].restart_rare_codes(torch.cat(tokens), generator)
+                restarted = self.quantizers[0].restart_rare_codes(torch.cat(tokens), generator, torch.cat(flat))
             else:
-                restarted = sum(q.restart_rare_codes(t, generator) for q, t, p in zip(self.quantizers, tokens, pending) if p)
+                restarted = sum(
+                    q.restart_rare_codes(t, generator, i) for q, t, i, p in zip(self.quantizers, tokens, flat, pending) if p
+                )
             if not restarted:
                 break
 
