@@ -55,7 +55,12 @@ def test_two_processes_train_one_model_on_disjoint_shards(tmp_path, kind):
         _, stderr = proc.communicate(timeout=300)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+        # A worker that left the launcher's process group (torch elastic can start workers in their own
+        # session) may still hold the pipes: close them rather than wait for its EOF, so the test fails
+        # after the timeout instead of hanging CI.
+        proc.stdout.close()
+        proc.stderr.close()
+        proc.wait(timeout=30)
         raise
     assert proc.returncode == 0, stderr[-4000:]
 
