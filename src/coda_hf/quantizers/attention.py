@@ -319,7 +319,7 @@ class AttentionQuantizer(BaseQuantizer):
             indices = self.search(features)["indices"]
         elif indices.shape != features.shape[:1]:
             raise ValueError(f"indices must be ({features.shape[0]},), one code per feature; got {tuple(indices.shape)}")
-        counts = torch.bincount(indices.reshape(-1).long(), minlength=self.codebook_size)  # (K,)
+        counts = torch.bincount(indices.long(), minlength=self.codebook_size)  # (K,)
         total = torch.tensor(float(features.shape[0]), device=counts.device)
         counts, total = _all_reduce_sum(counts), _all_reduce_sum(total)
         rare = counts < self.init_min_usage * total / self.codebook_size  # (K,) bool

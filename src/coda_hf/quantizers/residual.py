@@ -162,16 +162,23 @@ class StackedQuantizer(BaseQuantizer):
                 if pending[level]:
                     self.quantizers[level].data_init(to_tokens(x), generator)
 
-            self._level_inputs(z, before_level=init_level)
+            indices: list[torch.Tensor] = []
+            # level l quantizes after its initialisation: this pass IS the stack's encoding under the new codebooks
+            encoded = (self._level_inputs(z, before_level=init_level, indices=indices), indices)
         else:
+            encoded = None  # the last pass changed the codebook after encoding: a restart round encodes again
             for step in range(DATA_INIT_PASSES):
                 inputs = self._level_inputs(z, lossless=step == 0)  # [(B, C, h_l, w_l)] * L
                 self.quantizers[0].data_init(torch.cat([to_tokens(x) for x in inputs]), generator)
         # Rare-code restarts (an inner quantizer's init_min_usage), counted on the stack's own encoding.
         rounds = INIT_RESTART_ROUNDS if any(q.restarts_rare_codes for q, p in zip(self.quantizers, pending) if p) else 0
         for _ in range(rounds):
-            level_indices: list[torch.Tensor] = []  # [(B, h_l, w_l)] * L, the encoding's codes: counted, not searched again
-            tokens = [to_tokens(x) for x in self._level_inputs(z, indices=level_indices)]  # [(B h_l w_l, C)] * L
+            if encoded is None:
+                indices = []
+                encoded = (self._level_inputs(z, indices=indices), indices)
+            inputs, level_indices = encoded  # [(B, C, h_l, w_l)] * L and their codes: counted, not searched again
+            encoded = None
+            tokens = [to_tokens(x) for x in inputs]  # [(B h_l w_l, C)] * L
             flat = [i.reshape(-1) for i in level_indices]  # row-major over (B, h_l, w_l), as to_tokens
             if self.shared_codebook:
                 restarted = self.quantizers[0].restart_rare_codes(torch.cat(tokens), generator, torch.cat(flat))
