@@ -22,8 +22,9 @@ def test_config_layout_and_validation():
     assert cfg.intermediate_size == 128
     with pytest.raises(ValueError, match="level_shapes"):
         MaskGitConfig(level_shapes=[[0, 2]])
+    odd = MaskGitConfig(hidden_size=30, num_attention_heads=4)  # the config defers this check to the model
     with pytest.raises(ValueError, match="divisible"):
-        MaskGitConfig(hidden_size=30, num_attention_heads=4)
+        MaskGitTransformer(odd)
     with pytest.raises(ValueError, match="codebook_size"):
         MaskGitConfig(codebook_size=1)
 
