@@ -255,7 +255,7 @@ def test_memorisation_class_conditional_generation():
             num_inference_steps=8,
             guidance_scale=guidance_scale,
             generator=torch.Generator().manual_seed(1),
-            output_type="tokens",
+            output_type="latent",
         ).tokens
         accuracy = (tokens == maps[labels]).float().mean().item()
         print(f"memorisation token accuracy (guidance {guidance_scale}): {accuracy:.3f}")
@@ -263,6 +263,6 @@ def test_memorisation_class_conditional_generation():
     # An untrained prior does not "memorise" by chance.
     fresh = tiny_pipeline(hidden_size=64, num_hidden_layers=2)
     tokens = fresh(
-        class_labels=labels.tolist(), generator=torch.Generator().manual_seed(1), output_type="tokens"
+        class_labels=labels.tolist(), generator=torch.Generator().manual_seed(1), output_type="latent"
     ).tokens
     assert (tokens == maps[labels]).float().mean().item() < 0.5
