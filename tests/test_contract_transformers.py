@@ -285,6 +285,10 @@ def test_wrapper_runs_post_init_and_keeps_given_weights(coda_dir):
     assert all(torch.isfinite(p).all() for p in fresh.parameters())
     wrapped = ti.CodaVQForTokenization(config, coda_model=coda)  # post_init must not re-initialise it
     assert all(torch.equal(a, b) for a, b in zip(wrapped.coda.state_dict().values(), coda.state_dict().values()))
+    with pytest.raises(NotImplementedError, match="pixels"):
+        wrapped.get_input_embeddings()  # a contract that does not apply says so
+    with pytest.raises(NotImplementedError, match="pixels"):
+        wrapped.set_input_embeddings(torch.nn.Embedding(2, 2))
 
 
 def test_wrapper_return_dict_both_ways(coda_dir):
@@ -306,6 +310,8 @@ def test_wrapper_loading_info_dtype_and_config_overrides(coda_dir):
     assert not model.training and torch.equal(_tokens(model), coda.encode(images(2)).token_ids)
     for dtype in (torch.float16, torch.bfloat16):
         assert ti.CodaVQForTokenization.from_pretrained(path, dtype=dtype).coda.dtype == dtype
+    placed = ti.CodaVQForTokenization.from_pretrained(path, device_map="cpu")
+    assert torch.equal(_tokens(placed), _tokens(model))
     assert ti.CodaVQForTokenization.from_pretrained(path, sample_posterior=False).config.sample_posterior is False
 
 

@@ -116,24 +116,30 @@ class CodaVQForTokenization(PreTrainedModel):
             for module in self.coda.modules():
                 module._is_hf_initialized = True
         self.post_init()
+        self._drop_init_state()
 
     def _init_weights(self, module: torch.nn.Module) -> None:
         """A tokenizer's initialisation is its constructor (the quantizer builds its codebooks and derived buffers;
         the VAE weights come from a checkpoint): tensors a load leaves uninitialised (missing keys, non-persistent
         buffers) get the values of a freshly built ``CodaVQModel`` of the same config."""
+        if module is self or module is self.coda:
+            return  # no tensors of their own
         if "_module_names" not in self.__dict__:
-            self.__dict__["_module_names"] = {m: n for n, m in self.named_modules()}
-        name = self.__dict__["_module_names"].get(module, "")
-        if not name.startswith(f"{self.base_model_prefix}."):
-            return  # the wrapper and the CodaVQModel root hold no tensors of their own
+            self.__dict__["_module_names"] = {m: n for n, m in self.coda.named_modules()}
+        name = self.__dict__["_module_names"][module]
         if "_init_reference" not in self.__dict__:
             with torch.device("cpu"):
-                self.__dict__["_init_reference"] = CodaVQModel.from_config(self.config.to_coda_kwargs())
-        reference = self.__dict__["_init_reference"].get_submodule(name.removeprefix(f"{self.base_model_prefix}."))
+                self.__dict__["_init_reference"] = CodaVQModel.from_config(self.coda.config)
+        reference = self.__dict__["_init_reference"].get_submodule(name)
         for source in (module.named_parameters(recurse=False), module.named_buffers(recurse=False)):
             for key, tensor in source:
                 if tensor is not None:
                     init.copy_(tensor, getattr(reference, key))  # skips tensors the checkpoint filled
+
+    def _drop_init_state(self) -> None:
+        """Forget what :meth:`_init_weights` kept while initialising (a reference model, module names)."""
+        self.__dict__.pop("_init_reference", None)
+        self.__dict__.pop("_module_names", None)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, **kwargs):
@@ -162,9 +168,7 @@ class CodaVQForTokenization(PreTrainedModel):
                     state_dict=state_dict, **kwargs,
                 )  # fmt: skip
                 (model[0] if isinstance(model, tuple) else model).config.name_or_path = str(pretrained_model_name_or_path)
-        loaded = model[0] if isinstance(model, tuple) else model
-        loaded.__dict__.pop("_init_reference", None)
-        loaded.__dict__.pop("_module_names", None)
+        (model[0] if isinstance(model, tuple) else model)._drop_init_state()
         return model
 
     def save_pretrained(
@@ -205,6 +209,15 @@ class CodaVQForTokenization(PreTrainedModel):
             push_to_hub=push_to_hub, **kwargs,
         )  # fmt: skip
 
+    def get_input_embeddings(self):
+        raise NotImplementedError(
+            "CodaVQForTokenization has no input token embeddings: it reads pixels, and its tokens are what it "
+            "outputs (the codebooks live in .coda.quantizer)"
+        )
+
+    def set_input_embeddings(self, value):
+        self.get_input_embeddings()
+
     def forward(self, pixel_values: torch.Tensor, return_dict: bool | None = None) -> CodaTokenizationOutput | tuple:
         """``(B, 3, H, W)`` pixel values in ``[-1, 1]`` -> token ids and indices per level.
 
@@ -218,9 +231,11 @@ class CodaVQForTokenization(PreTrainedModel):
 
 def _diffusers_weights_file(path: str | os.PathLike, kwargs: dict[str, Any]) -> str:
     """The name of the diffusers weights file of ``path`` (diffusers' own preference order and variant naming)."""
-    variant = kwargs.get("variant")
-    names = [_add_variant(n, variant) for n in (SAFETENSORS_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME)]
-    if kwargs.get("use_safetensors") is not True:
+    variant, use_safetensors = kwargs.get("variant"), kwargs.get("use_safetensors")
+    names = []
+    if use_safetensors is not False:
+        names += [_add_variant(n, variant) for n in (SAFETENSORS_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME)]
+    if use_safetensors is not True:
         names += [_add_variant(n, variant) for n in (WEIGHTS_NAME, WEIGHTS_INDEX_NAME)]
     for name in names:
         if _locate(path, name, kwargs) is not None:
