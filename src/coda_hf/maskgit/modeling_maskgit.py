@@ -152,6 +152,11 @@ class MaskGitTransformer(MaskGitPreTrainedModel):
     token of the whole sequence, grouped by level (rows ``[o_l, o_l + h_l * w_l)`` are level ``l``'s
     own within-level ``(h_l, w_l)`` grid, row-major) -- i.e. a separate learnable within-level table per
     level plus a learnable level embedding. The class token (prepended) has no positional embedding.
+
+    transformers' model contract: ``attn_implementation`` ``"sdpa"`` (default) or ``"eager"`` (at
+    ``from_pretrained``, in the config, or ``set_attn_implementation``); ``forward`` takes
+    ``output_hidden_states`` / ``output_attentions`` / ``return_dict`` (defaults from the config);
+    ``get_input_embeddings`` is the image-token embedding.
     """
 
     def __init__(self, config: MaskGitConfig):
