@@ -16,6 +16,7 @@ pipeline and the CLI).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -170,15 +171,33 @@ class CodaVQModel(DiscreteTokenizerMixin, ModelMixin, ConfigMixin):
         side = min(int(self.vae.config.sample_size or 256), 256)
         return CodaImageProcessor(size={"shortest_edge": side}, size_divisor=self.downsample_factor)
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
-        """diffusers ``save_pretrained`` (safetensors) plus a ``preprocessor_config.json`` for transformers
-        (the default :meth:`default_image_processor`, unless the directory already has one)."""
-        kwargs.setdefault("safe_serialization", True)
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True) and not os.path.isfile(
-            os.path.join(save_directory, "preprocessor_config.json")
-        ):
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        is_main_process: bool = True,
+        save_function: Callable | None = None,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        max_shard_size: int | str = "10GB",
+        push_to_hub: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """diffusers ``ModelMixin.save_pretrained`` plus a ``preprocessor_config.json`` for transformers (the
+        default :meth:`default_image_processor`, unless the directory already has one).
+
+        The arguments are diffusers' own and are passed on unchanged (``variant`` names the weights file
+        ``diffusion_pytorch_model.<variant>.safetensors``, ``max_shard_size`` shards it); they are spelled out
+        because ``DiffusionPipeline.save_pretrained`` forwards only the arguments this signature names.
+        ``kwargs`` go to the Hub upload (``repo_id``, ``private``, ``token``, ``commit_message``, ``create_pr``).
+        """
+        if is_main_process and not os.path.isfile(os.path.join(save_directory, "preprocessor_config.json")):
+            # written first, so a push_to_hub upload carries it
             self.default_image_processor().save_pretrained(save_directory)
+        super().save_pretrained(
+            save_directory, is_main_process=is_main_process, save_function=save_function,
+            safe_serialization=safe_serialization, variant=variant, max_shard_size=max_shard_size,
+            push_to_hub=push_to_hub, **kwargs,
+        )  # fmt: skip
 
     # ----------------------------------------------------------------- LoRA
     def merge_lora(self) -> CodaVQModel:

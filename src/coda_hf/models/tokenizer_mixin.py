@@ -6,7 +6,8 @@ common interface that trainers, the evaluation loop, pipelines and MaskGIT prior
 
 * geometry: ``latent_size(H, W)``, ``level_shapes(H, W)``, ``num_tokens(H, W)``, ``codebook_size``;
 * ``encode(images)`` -> indices per level + token ids, ``decode(indices or token ids)`` -> images,
-  ``forward(images)`` -> reconstruction with the quantizer's losses and statistics.
+  ``forward(sample)`` -> reconstruction with the quantizer's losses and statistics (diffusers' autoencoder
+  contract: ``sample`` first, ``return_dict=False`` gives a tuple).
 
 Token layout: ``token_ids`` is ``(B, N)``, the levels coarse to fine, each row-major
 (:func:`~coda_hf.quantizers.output.flatten_indices`).
@@ -15,6 +16,7 @@ Token layout: ``token_ids`` is ``(B, N)``, the levels coarse to fine, each row-m
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -143,15 +145,42 @@ class DiscreteTokenizerMixin:
         """The latents eval would quantize for ``images`` (``latents``: this forward's, maybe sampled)."""
         return latents.detach()
 
-    def forward(self, images: torch.Tensor) -> CodaVQOutput:
-        """Reconstruct ``images``; returns the sample with the quantizer's losses and statistics."""
-        latents = self.encode_latents(images)
+    def forward(
+        self, sample: torch.Tensor | None = None, return_dict: bool = True, *, images: torch.Tensor | None = None
+    ) -> CodaVQOutput | tuple:
+        """Reconstruct ``sample``; returns the reconstruction with the quantizer's losses and statistics.
+
+        Args:
+            sample: ``(B, 3, H, W)`` images in ``[-1, 1]`` (the first argument of every diffusers autoencoder).
+            return_dict: ``False`` returns ``CodaVQOutput.to_tuple()``, i.e. ``(sample, losses, stats, indices,
+                quantized, latents)``, as diffusers models do.
+            images: deprecated alias of ``sample`` (emits a ``FutureWarning``).
+        """
+        sample = _sample_argument(sample, images)
+        latents = self.encode_latents(sample)
         if self.training and self.quantizer.needs_data_init:
             # A data-initialised codebook starts on what inference quantizes (e.g. the posterior mean).
             with torch.no_grad():
-                self.quantizer.initialize(self._inference_latents(images, latents))
+                self.quantizer.initialize(self._inference_latents(sample, latents))
         q = self.quantizer(latents)
-        return CodaVQOutput(
+        out = CodaVQOutput(
             sample=self.decode_latents(q.quantized), losses=q.losses, stats=q.stats, indices=q.indices,
             quantized=q.quantized, latents=latents,
         )  # fmt: skip
+        return out if return_dict else out.to_tuple()
+
+
+def _sample_argument(sample: torch.Tensor | None, images: torch.Tensor | None) -> torch.Tensor:
+    """``forward``'s input: ``sample``, or the deprecated ``images`` keyword."""
+    if images is not None:
+        if sample is not None:
+            raise ValueError("pass the images as `sample` only (`images` is its deprecated alias), not both")
+        warnings.warn(
+            "forward(images=...) is deprecated; pass the images as `sample` (the diffusers autoencoder argument)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return images
+    if sample is None:
+        raise ValueError("forward() needs `sample`: a (B, C, H, W) float tensor of images in [-1, 1]")
+    return sample

@@ -26,6 +26,9 @@ class CodaTokenizerPipeline(Pipeline):
     _load_tokenizer = False
 
     def _sanitize_parameters(self, **kwargs):
+        # The task has no call options: refuse unknown ones (a typo must not be dropped silently).
+        if kwargs:
+            raise TypeError(f"the {TASK} pipeline takes no call options; got {sorted(kwargs)}")
         return {}, {}, {}
 
     def preprocess(self, image):

@@ -47,7 +47,8 @@ class FSQuantizer(BaseQuantizer):
         half_l = (lv.double() - 1) * (1 + self.eps) / 2
         offset = (lv % 2 == 0).double() * 0.5
         # Constants of the bound and the packing, (d,) each; derived from `levels`, so not saved.
-        self._pack_offset = int(((lv // 2) * basis).sum())  # basis . (L // 2), a Python int: no device sync
+        # basis . (L // 2) as a Python int, from `levels` alone: no device sync, and buildable on the meta device
+        self._pack_offset = sum(v // 2 * math.prod(levels[:i]) for i, v in enumerate(levels))
         self.register_buffer("_levels", lv, persistent=False)
         self.register_buffer("_basis", basis, persistent=False)
         self.register_buffer("_half_levels", lv // 2, persistent=False)  # integer code + L // 2 = digit
