@@ -4,6 +4,7 @@ transformers pipeline."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
@@ -22,7 +23,8 @@ from _helpers_original import (
 import coda_hf  # noqa: F401  (registers the image-tokenization task)
 from coda_hf.cli import main
 from coda_hf.models import CodaVQModel
-from coda_hf.models.original import convert_original, load_original
+from coda_hf.models.original import convert_original, load_original, original_spec
+from coda_hf.models.original.card import render_card
 
 CASES = [(name, which) for name in PRESETS for which in ("golden", "golden_alt_scales")]
 
@@ -102,19 +104,34 @@ def test_ema_names_and_module_prefix_accepted(tmp_path):
     assert "the EMA weights" in (out / "README.md").read_text()
 
 
-@pytest.mark.parametrize(
-    "name,title,codes,figure", [("flux", "CODA-FLUX", "64", "0.43"), ("mar", "CODA-MAR", "64", "1.43")]
-)
-def test_model_card_provenance_licence_and_authors_figures(name, title, codes, figure, tmp_path):
-    out = convert_original(*files(name), PRESETS[name], tmp_path / "out", architecture=arch(name))
+def test_model_card_provenance_and_licence(tmp_path):
+    out = convert_original(*files("mar"), "mar-vae", tmp_path / "out", architecture=arch("mar"))
     card = (out / "README.md").read_text()
     assert "license: apache-2.0" in card and "licence Apache-2.0" in card
     assert "https://github.com/LeapLabTHU/CODA" in card and "shuidi0020/CODA" in card
-    assert f"# {title} (converted)" in card and f"{codes} codes" in card
-    assert "Reported by the authors" in card and f"| {figure} |" in card and "not** measured" in card
-    import hashlib
+    assert (
+        "# CODA-MAR (converted)" in card and "64 codes" in card and "17,728 tokens per 256x256 image" in card
+    )  # 8x8 + 16x16 + 32x32 + 128x128
+    assert hashlib.sha256(files("mar")[0].read_bytes()).hexdigest() in card
+    # converted with architecture overrides: not the released model, so no paper figures
+    assert "Not a released model" in card and "Reported by the authors" not in card
 
-    assert hashlib.sha256(files(name)[0].read_bytes()).hexdigest() in card
+
+@pytest.mark.parametrize(
+    "preset,title,codes,tokens,figure",
+    [("flux-vae", "CODA-FLUX", "65,536", "2,240", "0.43"), ("mar-vae", "CODA-MAR", "16,384", "680", "1.43")],
+)
+def test_model_card_of_released_models_labels_the_authors_figures(preset, title, codes, tokens, figure):
+    spec = original_spec(preset)
+    card = render_card(spec, {"vae": ("vae_ema.pth", "ab"), "quantizer": ("quantizer_ema.pth", "cd")},
+                       int(tokens.replace(",", "")), merged=False, released=True)  # fmt: skip
+    assert (
+        f"# {title} (converted)" in card
+        and f"{codes} codes" in card
+        and f"{tokens} tokens per 256x256" in card
+    )
+    assert "## Reported by the authors" in card and f"| {figure} |" in card and "**not** measured" in card
+    assert "the EMA weights" in card and spec.hub_folder in card
 
 
 def test_cli_convert_original(tmp_path):
@@ -149,7 +166,11 @@ def test_pipeline_tensor_input_is_checked(tmp_path):
     out = convert_original(*files("flux"), "flux-vae", tmp_path / "out", architecture=arch("flux"))
     tokenizer = transformers.pipeline(task="image-tokenization", model=str(out))
     image = golden("flux")["images"][0]
-    assert tokenizer(image[None])["token_ids"].shape == tokenizer(image)["token_ids"].shape == (1 + 4 + 16 + 256,)
+    assert (
+        tokenizer(image[None])["token_ids"].shape
+        == tokenizer(image)["token_ids"].shape
+        == (1 + 4 + 16 + 256,)
+    )
     for bad, match in ((image * 2, r"must lie in \[-1, 1\]"), (image[:2], r"\(3, H, W\) or \(1, 3, H, W\) float"),
                        ((image > 0).long(), "float pixel values")):  # fmt: skip
         with pytest.raises(ValueError, match=match):

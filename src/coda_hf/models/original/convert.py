@@ -160,7 +160,8 @@ def convert_original(
         "vae": (Path(vae).name, sha256_of(vae)),
         "quantizer": (Path(quantizer).name, sha256_of(quantizer)),
     }
-    card = render_card(spec, model, sources, merged=merge_lora)
+    tokens = model.num_tokens(256, 256)
+    card = render_card(spec, sources, tokens, merged=merge_lora, released=not architecture)
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
