@@ -83,7 +83,12 @@ def test_wrapped_training_checkpoint_refused(tmp_path):
 def test_pickled_module_refused(tmp_path):
     path = tmp_path / "module.pth"
     torch.save(torch.nn.Conv2d(3, 8, 3), path)  # a whole object, not a state dict
-    _convert_fails(tmp_path, files("flux")[0], path, f"{path}: refused by torch.load\\(weights_only=True\\)")
+    _convert_fails(
+        tmp_path,
+        files("flux")[0],
+        path,
+        f"{path}: refused by torch.load\\(weights_only=True\\).*torch.nn.modules.conv.Conv2d",
+    )
 
 
 @pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
@@ -94,7 +99,12 @@ def test_malicious_pickle_never_runs(tmp_path, writer):
     else:
         with open(path, "wb") as f:
             pickle.dump(_Payload(marker), f, protocol=2)
-    _convert_fails(tmp_path, files("flux")[0], path, f"{path}: refused by torch.load\\(weights_only=True\\)")
+    _convert_fails(
+        tmp_path,
+        files("flux")[0],
+        path,
+        f"{path}: refused by torch.load\\(weights_only=True\\).*io.open.*nothing in it was run",
+    )
     assert not marker.exists()
     if writer == "pickle.dump":  # the payload is real: a full unpickle runs it
         with open(path, "rb") as f:
@@ -128,7 +138,9 @@ def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(CodaVQModel, "save_pretrained", broken_save)
     _convert_fails(tmp_path, *files("flux"), "No space left", error=OSError)
     with pytest.raises(OSError, match="No space left"):  # parent folders made for the output go too
-        convert_original(*files("flux"), "flux-vae", tmp_path / "new" / "deeper" / "out", architecture=arch("flux"))
+        convert_original(
+            *files("flux"), "flux-vae", tmp_path / "new" / "deeper" / "out", architecture=arch("flux")
+        )
     assert list(tmp_path.iterdir()) == []
 
 

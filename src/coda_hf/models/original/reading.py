@@ -7,6 +7,7 @@ arbitrary objects is refused by torch's restricted unpickler before anything exe
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,17 +22,26 @@ class OriginalCheckpointError(ValueError):
     """An authors' checkpoint file cannot be converted; the message names the file and the keys."""
 
 
+def _refusal_reason(error: Exception) -> str:
+    """The useful part of torch's weights-only refusal (its message also suggests ``weights_only=False``)."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    if found:
+        return f"it refers to the Python object {found.group(1)}, which a plain state dict never does"
+    return str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+
+
 def _load(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise OriginalCheckpointError(
-            f"{path}: refused by torch.load(weights_only=True): it is not a plain state dict of tensors "
-            f"(a pickled object or code would have to run to read it). {e}"
+            f"{path}: refused by torch.load(weights_only=True): not a plain state dict of tensors "
+            f"({_refusal_reason(e)}); nothing in it was run"
         ) from e
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
-        raise OriginalCheckpointError(f"{path}: cannot read it as a PyTorch state dict (truncated or not a .pth "
-                                      f"file?): {type(e).__name__}: {e}") from e  # fmt: skip
+        raise OriginalCheckpointError(
+            f"{path}: cannot read it as a PyTorch state dict (truncated or not a .pth file?): {type(e).__name__}: {e}"
+        ) from e
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
