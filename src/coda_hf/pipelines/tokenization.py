@@ -2,7 +2,9 @@
 
 ``transformers.pipeline(task="image-tokenization", model=<saved CodaVQModel dir>)`` (after
 ``import coda_hf.transformers_integration``) accepts a path, PIL image or numpy array, or a list of them,
-and returns per image ``{"token_ids": (N,) long tensor, "indices": [(h_l, w_l) per level],
+which go through the image processor; a ``torch.Tensor`` ``(3, H, W)`` or ``(1, 3, H, W)`` is taken as
+already-processed pixel values in ``[-1, 1]`` and reaches the model unchanged (no 8-bit rounding, no resize).
+It returns per image ``{"token_ids": (N,) long tensor, "indices": [(h_l, w_l) per level],
 "level_shapes": [(h_l, w_l)], "image_size": (H, W)}`` where ``(H, W)`` is the processed size (see
 :class:`coda_hf.image_processing.CodaImageProcessor` for the resize/crop policy).
 """
@@ -15,6 +17,19 @@ from transformers import Pipeline
 from ..image_io import load_image
 
 TASK = "image-tokenization"
+
+
+def pixel_tensor(image: torch.Tensor) -> torch.Tensor:
+    """A ``(3, H, W)`` or ``(1, 3, H, W)`` float tensor in ``[-1, 1]`` -> ``(1, 3, H, W)``; ``ValueError`` otherwise."""
+    pixels = image[None] if image.ndim == 3 else image
+    if pixels.ndim != 4 or pixels.shape[:2] != (1, 3) or not pixels.is_floating_point():
+        raise ValueError(
+            f"a tensor input must be (3, H, W) or (1, 3, H, W) float pixel values in [-1, 1]; got "
+            f"{tuple(image.shape)} {image.dtype}"
+        )
+    if pixels.numel() and (pixels.min() < -1 or pixels.max() > 1):
+        raise ValueError(f"tensor pixel values must lie in [-1, 1]; got [{pixels.min():.3g}, {pixels.max():.3g}]")
+    return pixels
 
 
 class CodaTokenizerPipeline(Pipeline):
@@ -32,6 +47,8 @@ class CodaTokenizerPipeline(Pipeline):
         return {}, {}, {}
 
     def preprocess(self, image):
+        if isinstance(image, torch.Tensor):
+            return {"pixel_values": pixel_tensor(image).to(self.dtype or torch.float32)}
         pil = load_image(image)  # ImageLoadError names a bad file
         inputs = self.image_processor(pil, return_tensors="pt")
         return {"pixel_values": inputs["pixel_values"].to(self.dtype or torch.float32)}

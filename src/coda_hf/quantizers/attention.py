@@ -130,6 +130,8 @@ class AttentionQuantizer(BaseQuantizer):
             the counts come from the stack's own encoding. Rarely used codes are the ones new images
             leave unused: held-out utilization with and without restarts is measured by
             ``benchmarks/bench_attention_init.py`` (BENCHMARKS.md). ``0``: no restarts.
+        rms_norm_eps: epsilon of the query and key RMSNorms (``None``: ``torch.nn.RMSNorm``'s default, the
+            machine epsilon of the dtype). The authors' released CODA models use ``1e-5``.
         train_chunk_size: ``0`` (default): training holds the full ``(N, K)`` soft assignment for backward;
             ``> 0``: training processes chunks of this many tokens under activation checkpointing (the
             ``(chunk, K)`` scores are recomputed in backward), trading compute for memory. Same values.
@@ -156,6 +158,7 @@ class AttentionQuantizer(BaseQuantizer):
         train_chunk_size: int = 0,
         init_kmeans_iters: int = 0,
         init_min_usage: float = 0.0,
+        rms_norm_eps: float | None = None,
     ):
         super().__init__()
         if dim < 1 or codebook_size < 1:
@@ -182,6 +185,8 @@ class AttentionQuantizer(BaseQuantizer):
             raise ValueError(f"init_min_usage is a fraction of the mean code usage in [0, 1); got {init_min_usage}")
         if init_min_usage and init != "data":
             raise ValueError(f"init_min_usage restarts codes of a data initialisation: it needs init='data'; got init={init!r}")
+        if rms_norm_eps is not None and not rms_norm_eps > 0:
+            raise ValueError(f"rms_norm_eps must be > 0 (None: torch's default); got {rms_norm_eps}")
         if init in ("nearest", "data"):
             codebook_dim = dim + 2 if codebook_dim is None else codebook_dim
             for name, width in (("codebook_dim", codebook_dim), ("hidden_dim", hidden_dim)):
@@ -204,8 +209,8 @@ class AttentionQuantizer(BaseQuantizer):
         self.q_proj = nn.Linear(self.dim, self.hidden_dim)  # features -> queries
         self.k_proj = nn.Linear(self.codebook_dim, self.hidden_dim)  # codes -> keys
         self.v_proj = nn.Linear(self.codebook_dim, self.dim)  # codes -> values (latent space)
-        self.q_norm = nn.RMSNorm(self.hidden_dim)
-        self.k_norm = nn.RMSNorm(self.hidden_dim)
+        self.q_norm = nn.RMSNorm(self.hidden_dim, eps=rms_norm_eps)  # weight only, no bias (as the authors)
+        self.k_norm = nn.RMSNorm(self.hidden_dim, eps=rms_norm_eps)
         self.init = init
         self.init_sharpness = float(init_sharpness)
         self.init_kmeans_iters = int(init_kmeans_iters)
