@@ -59,7 +59,7 @@ def run_prepare_photos(args) -> int:
             seed=args.seed, levels=args.levels, stride=args.stride, train_shards=args.train_shards,
             eval_shards=args.eval_shards, sources=args.sources or DEFAULT_SOURCES, overwrite=args.overwrite,
         )
-    except (PackageFetchError, FileNotFoundError, ValueError) as e:
+    except PackageFetchError as e:  # a download problem, not a usage error (those raise: exit code 2)
         logger.error("%s", e)
         return 1
     summary = {"sources": manifest["sources"],
@@ -77,7 +77,7 @@ def run_prepare_fashion_mnist(args) -> int:
             rgb=args.rgb, train_shards=args.train_shards, test_shards=args.test_shards, limit=args.limit,
             overwrite=args.overwrite,
         )
-    except (PackageFetchError, FileNotFoundError, ValueError) as e:
+    except PackageFetchError as e:  # a download problem, not a usage error (those raise: exit code 2)
         logger.error("%s", e)
         return 1
     logger.info("Fashion-MNIST written to %s: %s", args.out,

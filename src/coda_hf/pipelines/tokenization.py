@@ -1,8 +1,9 @@
 """transformers pipeline of the ``image-tokenization`` task: images -> discrete tokens per image.
 
 ``transformers.pipeline(task="image-tokenization", model=<saved CodaVQModel dir>)`` (after
-``import coda_hf.transformers_integration``) accepts a path, PIL image or numpy array, or a list of them,
-and returns per image ``{"token_ids": (N,) long tensor, "indices": [(h_l, w_l) per level],
+``import coda_hf.transformers_integration``) accepts any source of :mod:`coda_hf.image_io` (a path, an
+``http(s)`` URL, bytes, a PIL image, a numpy array, a torch tensor) or a list of them; a ``(B, C, H, W)``
+tensor is a batch (a list of B results). ``timeout=`` (seconds) bounds URL fetches. It returns per image ``{"token_ids": (N,) long tensor, "indices": [(h_l, w_l) per level],
 "level_shapes": [(h_l, w_l)], "image_size": (H, W)}`` where ``(H, W)`` is the processed size (see
 :class:`coda_hf.image_processing.CodaImageProcessor` for the resize/crop policy).
 """
@@ -25,11 +26,16 @@ class CodaTokenizerPipeline(Pipeline):
     _load_feature_extractor = False
     _load_tokenizer = False
 
-    def _sanitize_parameters(self, **kwargs):
-        return {}, {}, {}
+    def __call__(self, inputs, **kwargs):
+        if torch.is_tensor(inputs) and inputs.ndim == 4:
+            inputs = list(inputs)  # (B, C, H, W): B images
+        return super().__call__(inputs, **kwargs)
 
-    def preprocess(self, image):
-        pil = load_image(image)  # ImageLoadError names a bad file
+    def _sanitize_parameters(self, timeout=None, **kwargs):
+        return ({"timeout": timeout} if timeout is not None else {}), {}, {}
+
+    def preprocess(self, image, timeout: float | None = 30.0):
+        pil = load_image(image, timeout=timeout)  # ImageLoadError names a bad input
         inputs = self.image_processor(pil, return_tensors="pt")
         return {"pixel_values": inputs["pixel_values"].to(self.dtype or torch.float32)}
 

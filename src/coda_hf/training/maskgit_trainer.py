@@ -29,6 +29,7 @@ from ..distributed import owns_no_process_group_yet, release_distributed
 from ..maskgit import MaskGitConfig, MaskGitScheduler, MaskGitTransformer
 from ..models.loading import load_tokenizer
 from ..pipelines.maskgit import CodaMaskGitPipeline
+from .checkpointing import refuse_unsafe_pickles
 from .maskgit_data import LABEL_COLUMN, TOKEN_COLUMN, pretokenize_dataset
 
 logger = logging.getLogger(__name__)
@@ -329,6 +330,7 @@ def train_maskgit(config: MaskGitTrainingConfig) -> Path:
         if path is None or not path.is_dir():
             logger.warning("no checkpoint %r found; starting a new training", config.resume_from_checkpoint)
         else:
+            refuse_unsafe_pickles(path)
             accelerator.load_state(str(path))
             global_step = int(path.name[len(CHECKPOINT_PREFIX) :])
             first_epoch = global_step // updates_per_epoch
