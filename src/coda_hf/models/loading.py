@@ -142,7 +142,7 @@ def _related_names(cls: type) -> set[str]:
     return names
 
 
-def _mismatch(path: str, message: str, allow: bool) -> None:
+def _mismatch(message: str, allow: bool) -> None:
     if not allow:
         raise CheckpointError(f"{message}; pass {ALLOW_MISMATCH}=True to load it anyway (deliberate surgery)")
     logger.warning("%s; loading anyway (%s=True)", message, ALLOW_MISMATCH)
@@ -157,7 +157,7 @@ def _check_keys(cls: type, path: str, info: dict[str, Any], allow: bool) -> None
                          f"initialised (e.g. {', '.join(sorted(missing)[:3])})")
         if unused:
             parts.append(f"{len(unused)} of its weight(s) are unused (e.g. {', '.join(sorted(unused)[:3])})")
-        _mismatch(path, f"checkpoint {path} does not fit {cls.__name__}: " + "; ".join(parts), allow)
+        _mismatch(f"checkpoint {path} does not fit {cls.__name__}: " + "; ".join(parts), allow)
 
 
 # ------------------------------------------------------------------------------------ the guard
@@ -181,10 +181,10 @@ def load_pretrained(cls: type, path: str | os.PathLike, *model_args: Any, loader
     name = os.fspath(path)
     saved, expected, key = _saved_class(cls, name, folder, kwargs)
     if saved is not None and saved not in _related_names(cls) and saved != expected:
-        _mismatch(name, f"{name}: its config.json records {key} {saved!r}, but {cls.__name__}.from_pretrained "
-                        f"expects {expected!r} (load it with its own class)", allow)
-    if allow:
-        kwargs.setdefault("low_cpu_mem_usage", False)  # missing weights get initialised, not left on `meta`
+        _mismatch(f"{name}: its config.json records {key} {saved!r}, but {cls.__name__}.from_pretrained "
+                  f"expects {expected!r} (load it with its own class)", allow)
+    if allow and key == "_class_name":  # diffusers: missing weights get initialised, not left on `meta`
+        kwargs.setdefault("low_cpu_mem_usage", False)
     model, info = loader(path, *model_args, output_loading_info=True, **kwargs)
     _check_keys(cls, name, info, allow)
     return (model, info) if want_info else model
