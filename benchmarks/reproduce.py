@@ -54,6 +54,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from coda_hf.commands.data import DEFAULT_CACHE
 from coda_hf.data.photos import DEFAULT_SOURCES
 
 logger = logging.getLogger("reproduce")
@@ -245,7 +246,7 @@ def build_plan(
             # the shift / scale come with the VAE: measured on its own training photos
             *coda_hf, "latent-stats", "--vae", str(vae_dir), "--data", str(vae_photos / f"tiles{hw['tile_size']}"), "--split", "train",
             "--resolution", str(hw["tile_size"]), "--num-images", str(hw["stats_images"]), "--write",
-            "--output", str(vae_dir / "latent_stats.json"),
+            "--output", str(vae_dir / "latent_stats.json"), "--overwrite",
         ]),
     ]
     for run in LADDER:
@@ -267,6 +268,7 @@ def build_plan(
         command = [
             *coda_hf, "evaluate", "--model", str(work / "runs" / run), "--data", str(tiles),
             "--split", "eval", "--resolution", str(hw["tile_size"]), "--output-dir", str(out), "--no-progress",
+            "--overwrite",  # the plan runs this stage only when metrics.json is missing or --force asks for it
         ] + (["--num-images", str(hw["eval_images"])] if hw["eval_images"] is not None else [])
         stages.append(Stage(f"eval-{run}", out / "metrics.json", command + (["--cpu"] if hw["cpu"] else [])))
     stages.append(Stage("report", work / "results.json", []))
@@ -406,7 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdir", required=True, help="where data, runs, eval and results go")
     p.add_argument("--config", choices=sorted(CONFIGS), default="cpu")
-    p.add_argument("--cache", default=None, help="Debian package cache (default: WORKDIR/debs)")
+    p.add_argument("--cache", default=None,
+                   help="Debian package cache (default: coda-hf data's, ~/.cache/coda_hf/debs: outside the work "
+                        "tree, the packages hold third-party code)")  # fmt: skip
     p.add_argument("--photos", default=None, help="an already prepared photo set (coda-hf data prepare-photos --out)")
     p.add_argument("--vae-photos", default=None,
                    help="an already prepared photo set for stage 0, other photos than --photos (an off-the-shelf VAE)")
@@ -424,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     work = Path(args.workdir).resolve()
     launcher = shlex.split(args.launcher) if args.launcher else None
-    cache = Path(args.cache).resolve() if args.cache else work / "debs"
+    cache = Path(os.path.expanduser(args.cache or DEFAULT_CACHE)).resolve()
     photos = Path(args.photos).resolve() if args.photos else None
     vae_photos = Path(args.vae_photos).resolve() if args.vae_photos else None
     try:

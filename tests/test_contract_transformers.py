@@ -26,6 +26,7 @@ import coda_hf.transformers_integration as ti
 from coda_hf.image_processing import CodaImageProcessor
 from coda_hf.maskgit import MaskGitConfig, MaskGitTransformer
 from coda_hf.models import CodaVQModel
+from coda_hf.models.loading import CheckpointError
 
 
 # ----------------------------------------------------------------------------------------- MaskGitConfig
@@ -324,7 +325,11 @@ def test_wrapper_meta_guard_and_state_dict_loading(coda_dir):
     assert torch.equal(_tokens(model), coda.encode(images(2)).token_ids)
     missing = next(k for k in coda.state_dict() if "lora_B" in k)
     partial = {k: v for k, v in coda.state_dict().items() if k != missing}
-    model, info = ti.CodaVQForTokenization.from_pretrained(None, config=config, state_dict=partial, output_loading_info=True)
+    with pytest.raises(CheckpointError, match="newly initialised"):  # the package's rule: no silent random weights
+        ti.CodaVQForTokenization.from_pretrained(None, config=config, state_dict=partial)
+    model, info = ti.CodaVQForTokenization.from_pretrained(
+        None, config=config, state_dict=partial, output_loading_info=True, allow_mismatched_checkpoint=True
+    )  # deliberate surgery: transformers' own behaviour
     assert info["missing_keys"] == {f"coda.{missing}"}
     assert model.coda.state_dict()[missing].abs().max() == 0  # a missing key gets the constructor's init (LoRA B = 0)
 
@@ -359,11 +364,15 @@ def test_wrapper_save_arguments(coda_dir, tmp_path):
         model.save_pretrained(tmp_path / "bad", state_dict={"coda.nope": torch.zeros(1)})
 
 
-def test_wrapper_restores_non_persistent_buffers_and_reads_bin(tmp_path):
-    """FSQ keeps its constants in non-persistent buffers, which a meta-device load must rebuild."""
+def test_wrapper_restores_non_persistent_buffers_and_refuses_bin(tmp_path):
+    """FSQ keeps its constants in non-persistent buffers, which a meta-device load must rebuild; a pickled
+    ``.bin`` checkpoint is refused (the package reads safetensors only)."""
     coda = CodaVQModel.from_vae(tiny_vae(), quantizer={"name": "fsq", "levels": [5, 5, 3, 3]}, lora={"rank": 2}).eval()
-    coda.save_pretrained(tmp_path, safe_serialization=False)  # diffusion_pytorch_model.bin
-    model = ti.CodaVQForTokenization.from_pretrained(tmp_path)
+    coda.save_pretrained(tmp_path / "bin", safe_serialization=False)  # diffusion_pytorch_model.bin
+    with pytest.raises(CheckpointError, match="safetensors only"):
+        ti.CodaVQForTokenization.from_pretrained(tmp_path / "bin")
+    coda.save_pretrained(tmp_path / "safe", variant="fp32", max_shard_size="20KB")  # a variant's shard index
+    model = ti.CodaVQForTokenization.from_pretrained(tmp_path / "safe", variant="fp32")
     assert torch.equal(_tokens(model), coda.encode(images(2)).token_ids)
     buffers = dict(model.coda.named_buffers())
     assert all(torch.equal(buffers[k], v) for k, v in coda.named_buffers())

@@ -55,9 +55,9 @@ def test_saved_reloaded_merged_and_pipeline_match_golden(name, which, tmp_path):
     reloaded = CodaVQModel.from_pretrained(out).eval()
     assert reloaded.config.encoder_lora_rank == reloaded.config.decoder_lora_rank == 4
     assert_matches_golden(reloaded, g)
-    # Through transformers: tensors are already-processed pixel values, so no 8-bit rounding changes them.
+    # Through transformers: already-processed pixel values skip the image processor (no 8-bit rounding).
     tokenizer = transformers.pipeline(task="image-tokenization", model=str(out))
-    results = tokenizer([image for image in g["images"]])
+    results = tokenizer([{"pixel_values": image} for image in g["images"]])
     for b, result in enumerate(results):
         assert_indices_equal(
             [idx[None] for idx in result["indices"]], {k: v[b : b + 1] for k, v in g.items()}
@@ -146,7 +146,7 @@ def test_cli_convert_original(tmp_path):
     assert_matches_golden(model, golden("mar", "golden_alt_scales"))
 
 
-def test_cli_reports_errors_and_writes_nothing(tmp_path, caplog):
+def test_cli_reports_errors_and_writes_nothing(tmp_path, capsys):
     vae, quantizer = files("flux")
     bad_arch = tmp_path / "bad.json"
     bad_arch.write_text(json.dumps({"codebook": 64}))
@@ -156,9 +156,10 @@ def test_cli_reports_errors_and_writes_nothing(tmp_path, caplog):
     ):  # unknown override key; real-size preset vs tiny files
         code = main(["convert-original", "--vae", str(vae), "--quantizer", str(quantizer), "--preset", "flux-vae",
                      "--output", str(tmp_path / "out"), *extra])  # fmt: skip
-        assert code == 1
-    assert "unknown keys ['codebook']" in caplog.text
-    assert f"{vae}: does not match the CODA-FLUX (flux-vae) VAE" in caplog.text
+        assert code == 2  # a usage error: one line on stderr, no traceback
+    err = capsys.readouterr().err
+    assert "unknown keys ['codebook']" in err and "Traceback" not in err
+    assert f"{vae}: does not match the CODA-FLUX (flux-vae) VAE" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json"]
 
 
@@ -167,11 +168,11 @@ def test_pipeline_tensor_input_is_checked(tmp_path):
     tokenizer = transformers.pipeline(task="image-tokenization", model=str(out))
     image = golden("flux")["images"][0]
     assert (
-        tokenizer(image[None])["token_ids"].shape
-        == tokenizer(image)["token_ids"].shape
+        tokenizer({"pixel_values": image[None]})["token_ids"].shape
+        == tokenizer({"pixel_values": image})["token_ids"].shape
         == (1 + 4 + 16 + 256,)
     )
     for bad, match in ((image * 2, r"must lie in \[-1, 1\]"), (image[:2], r"\(3, H, W\) or \(1, 3, H, W\) float"),
-                       ((image > 0).long(), "float pixel values")):  # fmt: skip
+                       ((image > 0).long(), "float tensor"), (image.numpy(), "must be a torch tensor")):  # fmt: skip
         with pytest.raises(ValueError, match=match):
-            tokenizer(bad)
+            tokenizer({"pixel_values": bad})

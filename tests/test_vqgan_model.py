@@ -186,3 +186,27 @@ def test_quantizer_attribute_is_the_module_not_the_config(recwarn):
     m.register_to_config(quantizer=new.to_dict())
     assert m.quantizer is new
     assert any(k.startswith("quantizer.") for k in m.state_dict())
+
+
+def test_min_image_size_and_pixel_value_checks():
+    """The minimum size follows the GroupNorms (one value per group at a 1x1 latent breaks them); pixel
+    values are checked on every encode path (forward included); clip=True clamps with a warning."""
+    kwargs = dict(block_out_channels=(8, 16), layers_per_block=1, latent_channels=4, embed_dim=4,
+                  quantizer={"name": "vq", "codebook_size": 8})  # fmt: skip
+    two_per_group, one_per_group = VQGANModel(norm_num_groups=4, **kwargs).eval(), VQGANModel(norm_num_groups=8, **kwargs).eval()
+    assert (two_per_group.min_image_size, one_per_group.min_image_size) == (2, 4)
+    with torch.no_grad():
+        assert two_per_group.encode(torch.zeros(1, 3, 2, 2)).token_ids.shape == (1, 1)  # a 1x1 latent works
+        with pytest.raises(ValueError, match="at least 4 x 4 pixels"):
+            one_per_group.encode(torch.zeros(1, 3, 2, 4))
+        with pytest.raises(ValueError, match=r"got values in \[0, 255\]"):
+            two_per_group(torch.linspace(0, 255, 48).view(1, 3, 4, 4))
+        with pytest.raises(ValueError, match="non-finite"):
+            two_per_group.encode(torch.full((1, 3, 4, 4), float("inf")))
+        with pytest.raises(ValueError, match="at least one image"):
+            two_per_group.encode(torch.zeros(0, 3, 4, 4))
+        x = torch.linspace(-1.5, 1.5, 48).view(1, 3, 4, 4)
+        with pytest.warns(UserWarning, match="clipped"):
+            clipped = two_per_group.encode(x, clip=True)
+        assert torch.equal(clipped.token_ids, two_per_group.encode(x.clamp(-1, 1)).token_ids)
+        two_per_group.encode(torch.full((1, 3, 4, 4), 1.0005))  # within the tolerance of 8-bit rounding

@@ -142,13 +142,22 @@ class CodaVQForTokenization(PreTrainedModel):
         self.__dict__.pop("_module_names", None)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, **kwargs):
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         """transformers' ``PreTrainedModel.from_pretrained`` on a saved CodaVQModel directory (or Hub repo).
 
         Every transformers argument keeps its meaning; the weights file is the diffusers one (``variant``
         picks ``diffusion_pytorch_model.<variant>.safetensors`` as diffusers names it). ``None`` with
         ``config=`` and ``state_dict=`` builds the model from a state dict (keys with or without ``coda.``).
+        The package's loading rules apply (safetensors only, the saved ``model_type`` and every weight must
+        match: :func:`coda_hf.models.loading.load_pretrained`).
         """
+        from .models.loading import load_pretrained
+
+        return load_pretrained(cls, pretrained_model_name_or_path, *model_args, loader=cls._load, **kwargs)
+
+    @classmethod
+    def _load(cls, pretrained_model_name_or_path, *model_args, config=None, **kwargs):
+        """The unguarded loader behind :meth:`from_pretrained`."""
         if pretrained_model_name_or_path is None:
             model = super().from_pretrained(None, *model_args, config=config, **kwargs)
         else:
@@ -161,7 +170,7 @@ class CodaVQForTokenization(PreTrainedModel):
                 else:
                     kwargs["transformers_weights"] = weights
                 model = super().from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
-            else:  # a variant's shard index or a .bin file, which transformers only finds under its own names
+            else:  # a variant's shard index, which transformers only finds under its own names
                 state_dict = _read_diffusers_weights(pretrained_model_name_or_path, weights, kwargs)
                 model = super().from_pretrained(
                     None, *model_args, config=pretrained_model_name_or_path if config is None else config,
@@ -254,7 +263,7 @@ def _locate(path: str | os.PathLike, name: str, kwargs: dict[str, Any]) -> str |
 
 
 def _read_diffusers_weights(path: str | os.PathLike, name: str, kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The tensors of a diffusers weights file or shard index (``.bin`` through ``torch.load(weights_only=True)``)."""
+    """The tensors of a diffusers safetensors weights file or shard index."""
     files = [_locate(path, name, kwargs)]
     if name.endswith(".json"):  # a shard index: {"weight_map": {key: shard file}}
         files = [_locate(path, shard, kwargs) for shard in sorted(set(_read_json(files[0])["weight_map"].values()))]
@@ -262,10 +271,9 @@ def _read_diffusers_weights(path: str | os.PathLike, name: str, kwargs: dict[str
     for file in files:
         if file is None:
             raise OSError(f"{path}: a shard listed in {name} is missing")
-        if file.endswith(".safetensors"):
-            state_dict.update(safetensors.torch.load_file(file))
-        else:
-            state_dict.update(torch.load(file, map_location="cpu", weights_only=True))
+        if not file.endswith(".safetensors"):  # the loading guard forces use_safetensors=True
+            raise OSError(f"{file}: coda_hf reads safetensors weights only")
+        state_dict.update(safetensors.torch.load_file(file))
     return state_dict
 
 

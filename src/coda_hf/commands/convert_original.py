@@ -44,20 +44,12 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..models.original import OriginalCheckpointError, convert_original
+    """Errors (a bad or mismatched checkpoint, an existing output) reach the CLI's one-line handler."""
+    from ..models.original import convert_original
 
-    try:
-        architecture = json.loads(Path(args.architecture).read_text()) if args.architecture else None
-        out = convert_original(
-            args.vae,
-            args.quantizer,
-            args.preset,
-            args.output,
-            merge_lora=args.merge_lora,
-            architecture=architecture,
-        )
-    except (OriginalCheckpointError, FileNotFoundError, FileExistsError, ValueError) as e:
-        logger.error("%s", e)
-        return 1
+    architecture = json.loads(Path(args.architecture).read_text()) if args.architecture else None
+    out = convert_original(
+        args.vae, args.quantizer, args.preset, args.output, merge_lora=args.merge_lora, architecture=architecture
+    )
     logger.info("wrote %s", out)
     return 0

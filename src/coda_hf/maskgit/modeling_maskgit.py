@@ -129,6 +129,14 @@ class MaskGitPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["MaskGitBlock"]
     _supports_sdpa = True
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """transformers ``from_pretrained`` under the package's loading rules (safetensors only, the saved
+        ``model_type`` and every weight must match; see :func:`coda_hf.models.loading.load_pretrained`)."""
+        from ..models.loading import load_pretrained
+
+        return load_pretrained(cls, pretrained_model_name_or_path, *model_args, loader=super().from_pretrained, **kwargs)
+
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):

@@ -244,7 +244,9 @@ class CodaVQModel(DiscreteTokenizerMixin, ModelMixin, ConfigMixin):
             if subfolder is not None or vae_kwargs:
                 raise ValueError("subfolder / loading kwargs only apply when `vae` is a path or Hub id")
         elif isinstance(vae, (str, os.PathLike)):
-            vae = AutoencoderKL.from_pretrained(vae, subfolder=subfolder, **vae_kwargs)
+            from .loading import load_autoencoder_kl
+
+            vae = load_autoencoder_kl(vae, subfolder=subfolder, **vae_kwargs)
         else:
             raise ValueError(f"vae must be an AutoencoderKL, a local directory or a Hub id; got {type(vae).__name__}")
         recipe = get_preset(preset) if preset is not None else {}

@@ -23,6 +23,30 @@ import torch
 from ..quantizers.output import QuantizerOutput, flatten_indices
 from .outputs import CodaEncoderOutput, CodaVQOutput
 
+# Pixel values are (B, C, H, W) floats in [-1, 1]; this much beyond (float rounding of 8-bit images) is accepted.
+PIXEL_RANGE_TOLERANCE = 1e-3
+
+
+def check_pixel_values(images: torch.Tensor, clip: bool = False) -> torch.Tensor:
+    """The one check of pixel VALUES on every encode path: finite, and in ``[-1, 1]`` (within
+    :data:`PIXEL_RANGE_TOLERANCE`). Returns ``images``, clamped to ``[-1, 1]`` when ``clip``.
+
+    Non-finite values always raise ``ValueError``. Values beyond the range raise ``ValueError`` (e.g. images
+    in ``[0, 255]`` or ``[0, 1]``: convert with ``x / 127.5 - 1`` or ``2 * x - 1``), or with ``clip=True`` are
+    clamped with a warning.
+    """
+    if not bool(torch.isfinite(images).all()):
+        bad = int((~torch.isfinite(images)).sum())
+        raise ValueError(f"images contain {bad} non-finite value(s) (NaN or inf); pixel values must lie in [-1, 1]")
+    low, high = (float(v) for v in torch.aminmax(images.detach()))
+    if low >= -1 - PIXEL_RANGE_TOLERANCE and high <= 1 + PIXEL_RANGE_TOLERANCE:
+        return images
+    message = f"pixel values must lie in [-1, 1]; got values in [{low:.4g}, {high:.4g}]"
+    if not clip:
+        raise ValueError(f"{message} (0..255 images: x / 127.5 - 1; 0..1 images: 2 * x - 1; or pass clip=True)")
+    warnings.warn(f"{message}: clipped to [-1, 1] (clip=True)", stacklevel=3)
+    return images.clamp(-1.0, 1.0)
+
 
 class DiscreteTokenizerMixin:
     """Mixed into a diffusers ``ModelMixin`` that registers a ``quantizer`` submodule."""
@@ -36,6 +60,16 @@ class DiscreteTokenizerMixin:
     @quantizer.setter
     def quantizer(self, module):
         self._modules["quantizer"] = module
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """diffusers ``from_pretrained`` under the package's loading rules
+        (:func:`~coda_hf.models.loading.load_pretrained`): safetensors only, the checkpoint's ``_class_name``
+        must be this class and every weight must come from it, else ``CheckpointError``;
+        ``allow_mismatched_checkpoint=True`` loads it anyway (with a warning) for deliberate surgery."""
+        from .loading import load_pretrained
+
+        return load_pretrained(cls, pretrained_model_name_or_path, *args, loader=super().from_pretrained, **kwargs)
 
     # ----------------------------------------------------------------- geometry
     @property
@@ -60,6 +94,13 @@ class DiscreteTokenizerMixin:
         """Tokens per ``(H, W)`` image (sum over levels)."""
         return sum(h * w for h, w in self.level_shapes(height, width))
 
+    @property
+    def min_image_size(self) -> int:
+        """The smallest image side the model encodes: ``downsample_factor`` latent pixels, or two latent
+        pixels when a GroupNorm has one channel per group (a 1 x 1 latent would leave one value per group)."""
+        per_group = [m.num_channels // m.num_groups for m in self.modules() if isinstance(m, torch.nn.GroupNorm)]
+        return self.downsample_factor * (2 if per_group and min(per_group) < 2 else 1)
+
     # ----------------------------------------------------------------- input checks
     def _check_images(self, images: torch.Tensor) -> None:
         c = self.image_channels
@@ -68,7 +109,16 @@ class DiscreteTokenizerMixin:
             raise ValueError(f"images must be a (B, {c}, H, W) float tensor in [-1, 1]; got {shape}")
         if not images.dtype.is_floating_point:
             raise ValueError(f"images must be a float tensor in [-1, 1]; got dtype {images.dtype}")
+        if images.shape[0] == 0:
+            raise ValueError(f"images must hold at least one image; got shape {tuple(images.shape)}")
+        smallest = self.min_image_size
+        if min(images.shape[-2:]) < smallest:
+            raise ValueError(
+                f"image size {tuple(images.shape[-2:])} is too small: this model needs at least "
+                f"{smallest} x {smallest} pixels (downsample factor {self.downsample_factor})"
+            )
         self.latent_size(*images.shape[-2:])
+        check_pixel_values(images)
 
     def _check_latents(self, latents: torch.Tensor) -> None:
         if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or latents.shape[1] != self.latent_channels:
@@ -95,11 +145,15 @@ class DiscreteTokenizerMixin:
             for m, v in zip(switches, saved):
                 m.eval_losses = v
 
-    def encode(self, images: torch.Tensor) -> CodaEncoderOutput:
+    def encode(self, images: torch.Tensor, clip: bool = False) -> CodaEncoderOutput:
         """``(B, 3, H, W)`` images in ``[-1, 1]`` -> indices per level, quantized latents, token ids.
 
-        Tokenization only: the quantizer's eval-time losses are skipped (see :meth:`quantize`).
+        Tokenization only: the quantizer's eval-time losses are skipped (see :meth:`quantize`). Raises
+        ``ValueError`` for non-finite values, values outside ``[-1, 1]`` (``clip=True``: clamped with a
+        warning instead; see :func:`check_pixel_values`) and images below :attr:`min_image_size`.
         """
+        if clip and isinstance(images, torch.Tensor):
+            images = check_pixel_values(images, clip=True)
         latents = self.encode_latents(images)
         q = self.quantize(latents, with_losses=False)
         return CodaEncoderOutput(
@@ -111,17 +165,27 @@ class DiscreteTokenizerMixin:
             if self.quantizer.num_tokens(s, s) == num_tokens:
                 return s, s
         raise ValueError(
-            f"cannot infer a square latent size from {num_tokens} tokens per image; pass latent_size=(h, w)"
+            f"cannot infer a square latent size from {num_tokens} tokens per image; pass image_size=(H, W) "
+            "(e.g. from the token file) or latent_size=(h, w)"
         )
 
     def indices_to_latents(
-        self, indices: list[torch.Tensor] | torch.Tensor, latent_size: tuple[int, int] | None = None
+        self,
+        indices: list[torch.Tensor] | torch.Tensor,
+        latent_size: tuple[int, int] | None = None,
+        image_size: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """Indices per level, or ``(B, N)`` token ids, -> ``(B, C, h, w)`` quantized latents.
 
-        ``latent_size``: the LATENT grid ``(h, w)`` for token ids (inferred for square grids when omitted).
-        Raises ``ValueError`` naming the level and the valid range for out-of-range indices.
+        For token ids give the grid as ``latent_size`` (the LATENT ``(h, w)``) or ``image_size`` (the IMAGE
+        ``(H, W)`` the tokens came from, e.g. ``image_size`` of a ``coda-hf tokenize`` file); square grids
+        are inferred when both are omitted. Raises ``ValueError`` naming the level and the valid range for
+        out-of-range indices.
         """
+        if image_size is not None:
+            if latent_size is not None:
+                raise ValueError("give latent_size or image_size, not both")
+            latent_size = self.latent_size(*image_size)
         if isinstance(indices, torch.Tensor):
             if indices.ndim != 2:
                 raise ValueError(
@@ -132,14 +196,18 @@ class DiscreteTokenizerMixin:
         return self.quantizer.decode_indices(indices, latent_size=latent_size)
 
     def decode(
-        self, indices: list[torch.Tensor] | torch.Tensor, latent_size: tuple[int, int] | None = None
+        self,
+        indices: list[torch.Tensor] | torch.Tensor,
+        latent_size: tuple[int, int] | None = None,
+        image_size: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """Indices (list of ``(B, h_l, w_l)``) or ``(B, N)`` token ids -> ``(B, 3, H, W)`` images in ``[-1, 1]``.
 
         The decoder output is clamped to ``[-1, 1]`` (``forward`` and ``decode_latents`` are not clamped,
-        so training losses see the raw output). ``latent_size``: see :meth:`indices_to_latents`.
+        so training losses see the raw output). ``latent_size`` / ``image_size``: see
+        :meth:`indices_to_latents`.
         """
-        return self.decode_latents(self.indices_to_latents(indices, latent_size)).clamp(-1.0, 1.0)
+        return self.decode_latents(self.indices_to_latents(indices, latent_size, image_size)).clamp(-1.0, 1.0)
 
     def _inference_latents(self, images: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """The latents eval would quantize for ``images`` (``latents``: this forward's, maybe sampled)."""

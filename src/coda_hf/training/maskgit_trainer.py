@@ -26,9 +26,11 @@ from diffusers.training_utils import EMAModel
 from diffusers.utils import make_image_grid
 
 from ..distributed import owns_no_process_group_yet, release_distributed
+from ..image_io import list_image_files
 from ..maskgit import MaskGitConfig, MaskGitScheduler, MaskGitTransformer
 from ..models.loading import load_tokenizer
 from ..pipelines.maskgit import CodaMaskGitPipeline
+from .checkpointing import refuse_unsafe_pickles
 from .maskgit_data import LABEL_COLUMN, TOKEN_COLUMN, pretokenize_dataset
 
 logger = logging.getLogger(__name__)
@@ -210,7 +212,15 @@ def _prune_checkpoints(output_dir: Path, limit: int | None) -> None:
 
 def load_image_dataset(config: MaskGitTrainingConfig) -> datasets.Dataset:
     if config.train_data_dir is not None:
-        ds = datasets.load_dataset("imagefolder", data_dir=config.train_data_dir, split=config.dataset_split)
+        # Every image of the folder, whatever its name (explicit data_files: no split-by-file-name);
+        # class labels still come from the subfolder names.
+        images = list_image_files(config.train_data_dir) if Path(config.train_data_dir).is_dir() else []
+        if not images:
+            raise FileNotFoundError(f"--train_data_dir {config.train_data_dir!r} is not a folder of images")
+        if config.dataset_split != "train":
+            raise ValueError(f"--dataset_split {config.dataset_split!r} applies to --dataset_name; a "
+                             "--train_data_dir folder is one split of all its images")  # fmt: skip
+        ds = datasets.load_dataset("imagefolder", data_files={"train": images}, split="train")
     else:
         ds = datasets.load_dataset(
             config.dataset_name, config.dataset_config_name, split=config.dataset_split
@@ -329,6 +339,7 @@ def train_maskgit(config: MaskGitTrainingConfig) -> Path:
         if path is None or not path.is_dir():
             logger.warning("no checkpoint %r found; starting a new training", config.resume_from_checkpoint)
         else:
+            refuse_unsafe_pickles(path)
             accelerator.load_state(str(path))
             global_step = int(path.name[len(CHECKPOINT_PREFIX) :])
             first_epoch = global_step // updates_per_epoch

@@ -80,7 +80,9 @@ def build_model(config: TrainingConfig) -> nn.Module:
     kwargs = dict(config.model_kwargs)
     if config.model == "vae":
         if config.pretrained_model:
-            vae = AutoencoderKL.from_pretrained(config.pretrained_model, subfolder=config.vae_subfolder, **kwargs)
+            from ..models.loading import load_autoencoder_kl
+
+            vae = load_autoencoder_kl(config.pretrained_model, subfolder=config.vae_subfolder, **kwargs)
         else:
             vae = AutoencoderKL(**kwargs)
         return KLAutoencoderForTraining(vae)
