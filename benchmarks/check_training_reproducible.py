@@ -6,6 +6,8 @@ trainings with ``examples/train_tokenizer.py`` / ``examples/train_maskgit.py`` o
 (e.g. a ``git worktree`` of the commit before the change) and of the CANDIDATE tree (default: this
 one), each under its own ``PYTHONPATH``, then compares every saved weight tensor bit for bit:
 
+* ``quantizers``: every registered quantizer (and residual / multi-scale stacks), three training steps and
+  an eval call: outputs, losses, statistics, input gradients and the final state, bit for bit;
 * ``coda``: a frozen tiny VAE + decoder LoRA + multi-scale attention quantizer (data-initialised, its own
   learning rate), PatchGAN with the adaptive weight at the frozen output conv, gradient accumulation, EMA;
 * ``vae``: a continuous KL-VAE from scratch with the EfficientNet perceptual loss and a delayed PatchGAN;
@@ -38,7 +40,50 @@ from PIL import Image
 from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[1]
-CASES = ("coda", "vae", "vqgan", "maskgit")
+CASES = ("quantizers", "coda", "vae", "vqgan", "maskgit")
+# Every registered quantizer (and the stacks over each inner one): outputs, losses, statistics and input
+# gradients in training mode, then the same batch in eval mode, with the default and the no-loss call.
+QUANTIZER_SNIPPET = """
+import sys, torch
+from safetensors.torch import save_file
+from coda_hf.quantizers import build_quantizer
+specs = {
+    "vq": {"name": "vq", "codebook_size": 32, "codebook_dim": 6, "restart_after": 2},
+    "vq_ema_cos": {"name": "vq", "codebook_size": 32, "use_ema": True, "distance": "cosine"},
+    "gumbel": {"name": "gumbel", "codebook_size": 32}, "fsq": {"name": "fsq", "levels": [5, 4, 3]},
+    "lfq": {"name": "lfq", "codebook_size": 64}, "attention": {"name": "attention", "codebook_size": 32, "hidden_dim": 8},
+    "attention_data": {"name": "attention", "codebook_size": 16, "init": "data", "init_kmeans_iters": 2},
+    "residual_fsq": {"name": "residual", "num_levels": 3, "quantizer": "fsq", "quantizer_kwargs": {"levels": [4, 4]}},
+    "multiscale_attn": {"name": "multiscale", "scales": [1, 2, 4, 8], "quantizer": "attention",
+                        "quantizer_kwargs": {"codebook_size": 32, "init": "data"}},
+}
+out = {}
+for key, spec in specs.items():
+    spec = dict(spec)
+    torch.manual_seed(0)
+    q = build_quantizer(spec.pop("name"), dim=4, **spec)
+    z = torch.randn(2, 4, 8, 8, requires_grad=True)
+    for step in range(3):  # training steps: codebook updates, restarts, data initialisation
+        o = q.train()(z)
+        (o.quantized.square().mean() + o.loss).backward()
+    out[f"{key}/train_grad"] = z.grad
+    out[f"{key}/train_quantized"] = o.quantized.detach()
+    for name, v in o.losses.items():
+        out[f"{key}/train_loss_{name}"] = v.detach().reshape(-1)
+    for name, v in o.stats.items():
+        out[f"{key}/train_stat_{name}"] = torch.as_tensor(v).detach().reshape(-1).float()
+    with torch.no_grad():
+        e = q.eval()(z)
+    out[f"{key}/eval_quantized"] = e.quantized
+    out[f"{key}/eval_indices"] = torch.cat([i.reshape(-1) for i in e.indices])
+    for name, v in e.losses.items():
+        out[f"{key}/eval_loss_{name}"] = v.reshape(-1)
+    for name, v in e.stats.items():
+        out[f"{key}/eval_stat_{name}"] = torch.as_tensor(v).reshape(-1).float()
+    for name, v in q.state_dict().items():
+        out[f"{key}/state_{name}"] = v
+save_file({k: v.detach().clone().contiguous() for k, v in out.items()}, sys.argv[1])
+"""
 TINY_VAE = {
     "block_out_channels": [8, 16], "down_block_types": ["DownEncoderBlock2D"] * 2,
     "up_block_types": ["UpDecoderBlock2D"] * 2, "norm_num_groups": 8, "latent_channels": 4, "layers_per_block": 1,
@@ -126,6 +171,8 @@ def run(tree: Path, argv: list[str], log: Path) -> float:
 
 def saved_weights(out: Path) -> dict[str, torch.Tensor]:
     """Every tensor of the final model files (``*.safetensors`` at the top, in ``prior/`` and ``pipeline/``)."""
+    if out.suffix == ".safetensors":
+        return load_file(str(out))
     tensors = {}
     for path in sorted(out.glob("*.safetensors")) + sorted(out.glob("prior/*.safetensors")) + sorted(
         out.glob("pipeline/*/*.safetensors")
@@ -173,6 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     for label, tree in trees.items():
         for case in cases:
             out = work / label / case
+            if case == "quantizers":
+                out = out.with_suffix(".safetensors")
+                out.parent.mkdir(parents=True, exist_ok=True)
+                times[f"{label}/{case}"] = round(run(tree, ["-c", QUANTIZER_SNIPPET, str(out)], work / "logs" / f"{label}-{case}.log"), 1)
+                continue
             done = (out / "pipeline").is_dir() if case == "maskgit" else (out / "training_summary.json").is_file()
             if label == "reference" and args.reuse_reference and done:
                 continue
@@ -186,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(out)
             times[f"{label}/{case}"] = round(run(tree, command, work / "logs" / f"{label}-{case}.log"), 1)
     for case in cases:
-        results[case] = compare(work / "reference" / case, work / "candidate" / case)
+        name = f"{case}.safetensors" if case == "quantizers" else case
+        results[case] = compare(work / "reference" / name, work / "candidate" / name)
     print("| case | tensors | differing | max abs diff | bit-identical |\n|---|---|---|---|---|")
     for case, r in results.items():
         print(f"| {case} | {r['tensors']} | {r['differing']} | {r['max_abs_diff']:.3g} | {'yes' if r['identical'] else 'NO'} |")

@@ -2,13 +2,14 @@
 
 ``import coda_hf`` must not cost transformers, diffusers and peft (``import coda_hf.quantizers`` is torch
 math), yet ``import coda_hf`` followed by ``AutoModel.from_pretrained`` / ``pipeline(task="image-tokenization")``
-must find the coda classes. So ``import coda_hf`` calls :func:`register_when_transformers_loads`:
+must find the coda classes (``coda_vq`` and the ``coda_maskgit`` prior). So ``import coda_hf`` calls :func:`register_when_transformers_loads`:
 
-* transformers already imported: register as soon as no coda_hf module is half-imported;
+* transformers already imported: register as soon as no import is in progress (at the end of
+  ``import coda_hf`` itself);
 * otherwise an import hook (a ``sys.meta_path`` finder) waits for ``import transformers`` and registers
-  right after it, or, when a coda_hf module is itself being imported (its diffusers / peft import pulled
-  transformers in), at the end of the outermost such import, so that the registration never imports a
-  half-initialised coda_hf module.
+  right after it, or, when that import happened inside another one (diffusers and peft import
+  transformers; so do coda_hf modules), at the end of the outermost import in progress, so that the
+  registration never meets a half-initialised module.
 
 :func:`coda_hf.transformers_integration.register` (idempotent) is the explicit way. A failing
 registration is reported with a warning, never by breaking ``import transformers``.
@@ -17,7 +18,6 @@ registration is reported with a warning, never by breaking ``import transformers
 from __future__ import annotations
 
 import importlib.abc
-import importlib.machinery
 import sys
 import warnings
 
@@ -29,6 +29,7 @@ def _register() -> None:
         return
     _state["registered"] = True
     try:
+        from . import maskgit  # noqa: F401  (its import registers coda_maskgit with AutoConfig / AutoModel)
         from .transformers_integration import register
 
         register()
@@ -38,34 +39,49 @@ def _register() -> None:
 
 
 def _outermost_import_in_progress():
-    """The spec of the first-started coda_hf module import that has not finished, or ``None``."""
-    for name, module in list(sys.modules.items()):
-        spec = getattr(module, "__spec__", None)
-        if (name == "coda_hf" or name.startswith("coda_hf.")) and getattr(spec, "_initializing", False):
-            return spec
+    """The spec of the first-started module import that has not finished yet (``None``: none)."""
+    for module in list(sys.modules.values()):
+        try:
+            spec = module.__spec__
+            if spec is not None and spec._initializing:
+                return spec
+        except AttributeError:
+            continue
     return None
 
 
-class _RegisterWhenDone(importlib.machinery.ModuleSpec):
-    """A module spec that registers once importlib marks its import finished (``_initializing = False``)."""
+_WAITING_CLASSES: dict[type, type] = {}
 
-    def __setattr__(self, name, value):
-        object.__setattr__(self, name, value)
-        if name == "_initializing" and not value:
-            self.__class__ = importlib.machinery.ModuleSpec
-            _register_when_safe()
+
+def _waiting_class(cls: type) -> type:
+    """A subclass of the spec class ``cls`` that registers once importlib marks the import finished
+    (``spec._initializing = False``, set after the module's code ran), then turns back into ``cls``."""
+    if cls not in _WAITING_CLASSES:
+
+        def __setattr__(self, name, value):
+            cls.__setattr__(self, name, value)
+            if name == "_initializing" and not value:
+                self.__class__ = cls
+                _register_when_safe()
+
+        _WAITING_CLASSES[cls] = type(f"_RegisterAfter{cls.__name__}", (cls,), {"__setattr__": __setattr__})
+    return _WAITING_CLASSES[cls]
 
 
 def _register_when_safe() -> None:
+    """Register now if no import is in progress, else when the outermost one (e.g. diffusers, whose
+    import pulled transformers in, or a coda_hf module) has finished: the registration imports diffusers
+    and coda_hf modules and must never meet one of them half-initialised."""
+    if _state["registered"]:
+        return
     spec = _outermost_import_in_progress()
     if spec is None:
         _register()
-    elif isinstance(spec, _RegisterWhenDone):
-        return  # already waiting for it
-    elif type(spec) is importlib.machinery.ModuleSpec:
-        spec.__class__ = _RegisterWhenDone
-    else:  # a spec of another class: give up waiting and register now
-        _register()
+    elif type(spec) not in _WAITING_CLASSES.values():
+        try:
+            spec.__class__ = _waiting_class(type(spec))
+        except TypeError:  # a spec class that cannot be swapped: try now
+            _register()
 
 
 class _RegisteringLoader(importlib.abc.Loader):

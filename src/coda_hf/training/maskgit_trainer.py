@@ -18,8 +18,8 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from accelerate.logging import get_logger
 from accelerate.data_loader import skip_first_batches
+from accelerate.logging import get_logger
 from diffusers.utils import make_image_grid
 
 from ..maskgit import MaskGitConfig, MaskGitScheduler, MaskGitTransformer
