@@ -152,7 +152,8 @@ class Settings:
             base, _, sub = key.partition(".")
             if base == "config":
                 continue
-            is_mapping = typing.get_origin(_base_type(types_[base])[0]) is dict
+            inner = _base_type(types_[base])[0]
+            is_mapping = (typing.get_origin(inner) or inner) is dict
             if sub and not is_mapping:
                 raise ValueError(f"command line: --{key}: option {base} is not a mapping")
             if sub:  # --a.b.c v -> {"a": {"b": {"c": v}}}
