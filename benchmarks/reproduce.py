@@ -366,15 +366,21 @@ def _reset_timing(work: Path, name: str) -> None:
 STAGE_GRACE_S = 30.0
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the stage gets SIGTERM when the orchestrator dies, even by SIGKILL (``PR_SET_PDEATHSIG``)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def _parent_death_signal():
+    """Linux: a ``preexec_fn`` that makes the stage get SIGTERM when the orchestrator dies, even by SIGKILL
+    (``prctl(PR_SET_PDEATHSIG)``); ``None`` elsewhere. Resolved here, in the parent: the child only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
 
-        parent = os.getppid()
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before the prctl
+    prctl, parent = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
+
+    def set_signal() -> None:  # pragma: no cover - runs in the child between fork and exec
+        prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the orchestrator died before the prctl
             os._exit(1)
+
+    return set_signal
 
 
 def run_stage_command(command: list[str], cwd: Path = REPO, grace_s: float = STAGE_GRACE_S) -> None:
@@ -385,7 +391,7 @@ def run_stage_command(command: list[str], cwd: Path = REPO, grace_s: float = STA
     and then exits with ``128 + signal`` (``SystemExit``). If the orchestrator is SIGKILLed, Linux sends
     the stage SIGTERM (parent-death signal). Raises ``CalledProcessError`` when the stage fails.
     """
-    proc = subprocess.Popen(command, cwd=cwd, start_new_session=True, preexec_fn=_die_with_parent)
+    proc = subprocess.Popen(command, cwd=cwd, start_new_session=True, preexec_fn=_parent_death_signal())
     received: list[int] = []
 
     def forward(signum, frame):
