@@ -559,3 +559,20 @@ def test_example_configs_parse(name):
     config = TrainingConfig.from_args(["--config", str(ROOT / "examples" / "configs" / f"{name}.yaml"), *extra])
     assert config.model == name
     assert (config.adam_beta1, config.adam_beta2) == (0.5, 0.9)
+
+
+@pytest.mark.slow
+def test_reproducibility_check_script_smoke(tmp_path):
+    """benchmarks/check_training_reproducible.py, this tree against itself, 2 steps: identical, exit 0."""
+    import subprocess
+    import sys
+
+    from _helpers_training import ROOT, script_env
+
+    proc = subprocess.run([sys.executable, "benchmarks/check_training_reproducible.py", "--reference-tree", str(ROOT),
+                           "--workdir", str(tmp_path / "w"), "--cases", "quantizers", "vae", "--steps", "2",
+                           "--output", str(tmp_path / "r.json")], cwd=ROOT, env=script_env(), capture_output=True,
+                          text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    results = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert set(results) == {"quantizers", "vae"} and all(r["identical"] and r["tensors"] > 0 for r in results.values())
