@@ -65,6 +65,7 @@ from coda_hf.cli import main
 model = tiny_tokenizer()
 model.save_pretrained("tok")
 pathlib.Path("tok/metrics.json").write_text(json.dumps({"psnr": 20.5, "ssim": 0.55, "utilization": 1.0, "tokens_per_image": 21}))
+pathlib.Path("tok/.training.lock").write_text("{}")  # a training run's lock: never uploaded
 images = torch.rand(2, 3, 32, 32) * 2 - 1
 with torch.no_grad():
     local = model.encode(images).token_ids
@@ -95,6 +96,7 @@ print("OK")
         assert "CodaVQModel.from_pretrained(\"org/tok\")" in card
         assert "base_model: org/source-vae" in hub.files("org/tok-cli")["README.md"].decode()
         assert hub._server.repos[("model", "org/tok")].private is True
+        assert ".training.lock" not in hub.files("org/tok")
 
 
 def _digest(folder: Path) -> dict:

@@ -136,18 +136,14 @@ def test_config_is_json_safe_and_validated():
 
 def test_short_training_with_reconstruction_loss_reduces_error():
     """Generator and discriminator steps alternate as a training loop would; the error falls."""
+    from coda_hf.discriminators import build_discriminator
     from coda_hf.losses import ReconstructionLoss
 
     model = _tiny({"name": TEST_QUANTIZER, "codebook_size": 16}).train()
-    loss_fn = ReconstructionLoss(
-        perceptual_weight=0.0,
-        discriminator="patchgan",
-        discriminator_kwargs={"ndf": 8, "n_layers": 2, "norm": "group", "num_groups": 4},
-        gan_weight=0.1,
-        disc_start=5,
-    )
+    loss_fn = ReconstructionLoss(perceptual_weight=0.0, gan_weight=0.1, disc_start=5)
+    disc = build_discriminator("patchgan", ndf=8, n_layers=2, norm="group", num_groups=4)
     opt_g = torch.optim.Adam(model.parameters(), lr=5e-3)
-    opt_d = torch.optim.Adam(loss_fn.discriminator_parameters(), lr=2e-4)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=2e-4)
     # Two real photos at 32 px (random noise is incompressible with 16 codes).
     photos = [
         torch.from_numpy(a).permute(2, 0, 1).float().div(127.5).sub(1)[None] for a in (chelsea(), astronaut())
@@ -158,12 +154,13 @@ def test_short_training_with_reconstruction_loss_reduces_error():
     for step in range(30):
         out = model(x)
         g = loss_fn.generator_loss(
-            x, out.sample, step=step, last_layer=model.get_last_layer(), quantizer_losses=out.losses
+            x, out.sample, step=step, last_layer=model.get_last_layer(), quantizer_losses=out.losses,
+            discriminator=disc,
         )
         opt_g.zero_grad()
         g.total.backward()
         opt_g.step()
-        d = loss_fn.discriminator_loss(x, out.sample, step=step)
+        d = loss_fn.discriminator_loss(x, out.sample, step=step, discriminator=disc)
         opt_d.zero_grad()
         d.total.backward()
         opt_d.step()

@@ -41,10 +41,25 @@ def _add_to_every_parser(parser: argparse.ArgumentParser, *flags: str, **kwargs)
                 _add_to_every_parser(sub, *flags, **{**kwargs, "default": argparse.SUPPRESS})
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``(default: X)`` after each option's help, unless the help already states its default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        return text if "default" in text else super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every command's ``--help`` shows each option's default."""
+
+    def __init__(self, *args, formatter_class=_DefaultsFormatter, **kwargs):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="coda-hf", description="Discrete image tokenizers for the Hugging Face stack.")
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING, ...)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue

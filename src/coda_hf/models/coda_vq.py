@@ -26,6 +26,7 @@ from diffusers.models.modeling_utils import ModelMixin
 
 from ..quantizers import build_quantizer
 from ..quantizers.multiscale import MAR_SCALES
+from ..settings import deep_merge
 from .lora import add_conv_lora, merge_conv_lora
 from .presets import CONV_TARGETS, DEFAULT_CODEBOOK_SIZE, DEFAULT_LORA_RANK, coda_quantizer, get_preset
 from .tokenizer_mixin import DiscreteTokenizerMixin
@@ -41,6 +42,11 @@ def clean_vae_config(config: Any) -> dict[str, Any]:
             continue
         out[k] = list(v) if isinstance(v, tuple) else v
     return out
+
+
+def _lora_sides(lora: dict[str, Any]) -> dict[str, Any]:
+    """A LoRA config as ``{"encoder": {...}, "decoder": {...}}`` (a flat one applies to both sides)."""
+    return lora if ("encoder" in lora or "decoder" in lora) else {"encoder": lora, "decoder": lora}
 
 
 class CodaVQModel(DiscreteTokenizerMixin, ModelMixin, ConfigMixin):
@@ -230,10 +236,12 @@ class CodaVQModel(DiscreteTokenizerMixin, ModelMixin, ConfigMixin):
         Args:
             vae: an ``AutoencoderKL`` or anything ``AutoencoderKL.from_pretrained`` accepts.
             subfolder: e.g. ``"vae"`` for a diffusers pipeline repository.
-            quantizer: quantizer config (default: the preset's, else CODA's 10-level MAR schedule).
+            quantizer: quantizer config (default: the preset's, else CODA's 10-level MAR schedule). With a
+                preset it MERGES into the preset's (:func:`coda_hf.settings.deep_merge`): ``{"quantizer_kwargs":
+                {"codebook_size": 16384}}`` keeps the preset's scales; a different ``name`` replaces it.
             lora: ``{"rank", "alpha", "target_modules"}`` for encoder and decoder alike, or
                 ``{"encoder": {...}, "decoder": {...}}``; rank 0 disables one side. Default: the preset's,
-                else rank 32 on ``conv1``/``conv2`` of both.
+                else rank 32 on ``conv1``/``conv2`` of both. With a preset it merges into the preset's.
             preset: a name of :data:`coda_hf.models.presets.PRESETS` (``"sd-vae"``, ``"sdxl-vae"``,
                 ``"flux-vae"``, ``"mar-vae"``); checked against the VAE's latent channels and factor.
             shift_factor / scaling_factor: override the preset's / the VAE config's values.
@@ -263,9 +271,13 @@ class CodaVQModel(DiscreteTokenizerMixin, ModelMixin, ConfigMixin):
             scaling_factor = recipe.get("scaling_factor", getattr(vae.config, "scaling_factor", None) or 1.0)
         if quantizer is None:
             quantizer = recipe.get("quantizer") or coda_quantizer(MAR_SCALES, DEFAULT_CODEBOOK_SIZE)
+        elif recipe:
+            quantizer = deep_merge(recipe["quantizer"], quantizer)
         if lora is None:
             lora = recipe.get("lora") or {"rank": DEFAULT_LORA_RANK, "target_modules": list(CONV_TARGETS)}
-        sides = lora if ("encoder" in lora or "decoder" in lora) else {"encoder": lora, "decoder": lora}
+        elif recipe:
+            lora = deep_merge(_lora_sides(recipe["lora"]), _lora_sides(lora))
+        sides = _lora_sides(lora)
         unknown = set(sides) - {"encoder", "decoder"}
         if unknown:
             raise ValueError(f"lora config: unknown keys {sorted(unknown)}; use rank/alpha/target_modules or encoder/decoder")

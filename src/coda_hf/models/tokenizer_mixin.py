@@ -129,21 +129,13 @@ class DiscreteTokenizerMixin:
     def quantize(self, latents: torch.Tensor, with_losses: bool = True) -> QuantizerOutput:
         """Run the quantizer on ``(B, C, h, w)`` latents.
 
-        ``with_losses=False`` (eval mode only) turns off eval-time losses of quantizers that have an
-        ``eval_losses`` switch (e.g. the attention quantizer, whose entropy term is a full softmax over the
-        codebook per token): indices and quantized latents are unchanged, ``losses`` is then empty.
+        ``with_losses=False`` (eval mode only) is passed to the quantizer, which then computes no losses
+        (the attention quantizer skips its entropy term, a full softmax over the codebook per token):
+        indices and quantized latents are unchanged, ``losses`` is empty.
         """
         if with_losses or self.quantizer.training:
             return self.quantizer(latents)
-        switches = [m for m in self.quantizer.modules() if isinstance(getattr(m, "eval_losses", None), bool)]
-        saved = [m.eval_losses for m in switches]
-        try:
-            for m in switches:
-                m.eval_losses = False
-            return self.quantizer(latents)
-        finally:
-            for m, v in zip(switches, saved):
-                m.eval_losses = v
+        return self.quantizer(latents, with_losses=False)
 
     def encode(self, images: torch.Tensor, clip: bool = False) -> CodaEncoderOutput:
         """``(B, 3, H, W)`` images in ``[-1, 1]`` -> indices per level, quantized latents, token ids.
@@ -157,7 +149,8 @@ class DiscreteTokenizerMixin:
         latents = self.encode_latents(images)
         q = self.quantize(latents, with_losses=False)
         return CodaEncoderOutput(
-            indices=q.indices, quantized=q.quantized, latents=latents, token_ids=flatten_indices(q.indices)
+            indices=q.indices, quantized=q.quantized, latents=latents, token_ids=flatten_indices(q.indices),
+            stats=q.stats,
         )
 
     def _infer_latent_size(self, num_tokens: int) -> tuple[int, int]:

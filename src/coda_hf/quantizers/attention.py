@@ -27,11 +27,12 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
+from ..distributed import all_reduce_, broadcast_
 from .base import INIT_RESTART_ROUNDS, BaseQuantizer, register_quantizer
 from .kmeans import kmeans, sample_rows
+from .layout import from_tokens, straight_through, to_tokens
 from .output import QuantizerOutput
 from .stats import UsageTracker
-from .vector import _all_reduce_sum, from_tokens, single_level_stats, straight_through, to_tokens
 
 ATTENTION_INITS = ("aligned", "independent", "nearest", "data")
 
@@ -298,8 +299,7 @@ class AttentionQuantizer(BaseQuantizer):
         values = sample_rows(features, self.codebook_size, generator)  # (K, C)
         if self.init_kmeans_iters:
             values, _ = kmeans(features, self.codebook_size, self.init_kmeans_iters, generator, init=values)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.broadcast(values, src=0)
+        broadcast_(values)
         self.nearest_init(values)
         self.data_initialized.fill_(True)
 
@@ -326,15 +326,14 @@ class AttentionQuantizer(BaseQuantizer):
             raise ValueError(f"indices must be ({features.shape[0]},), one code per feature; got {tuple(indices.shape)}")
         counts = torch.bincount(indices.long(), minlength=self.codebook_size)  # (K,)
         total = torch.tensor(float(features.shape[0]), device=counts.device)
-        counts, total = _all_reduce_sum(counts), _all_reduce_sum(total)
+        counts, total = all_reduce_(counts), all_reduce_(total)
         rare = counts < self.init_min_usage * total / self.codebook_size  # (K,) bool
         n_rare = int(rare.sum())
         if n_rare == 0:
             return 0
         values = self.values().detach().float().clone()  # (K, C)
         values[rare] = sample_rows(features, n_rare, generator)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.broadcast(values, src=0)
+        broadcast_(values)
         self.nearest_init(values)
         return n_rare
 
@@ -456,8 +455,9 @@ class AttentionQuantizer(BaseQuantizer):
         return out
 
     # -- forward ------------------------------------------------------------------------------------
-    def forward(self, z: torch.Tensor) -> QuantizerOutput:
-        """``(B, C, H, W)`` -> :class:`QuantizerOutput` with one ``(B, H, W)`` index map."""
+    def forward(self, z: torch.Tensor, with_losses: bool | None = None) -> QuantizerOutput:
+        """``(B, C, H, W)`` -> :class:`QuantizerOutput` with one ``(B, H, W)`` index map; eval losses when
+        ``with_losses`` (``None``: ``eval_losses``)."""
         self._check_input(z)
         b, _, h, w = z.shape
         f = to_tokens(z)  # (N, C), N = B*H*W
@@ -477,10 +477,11 @@ class AttentionQuantizer(BaseQuantizer):
                 losses["entropy"] = self.entropy_weight * entropy_penalty(ent, probs, n)
             self.usage.update(idx)
         else:
-            found = self.search(f, with_losses=self.eval_losses)
+            with_losses = self.eval_losses if with_losses is None else with_losses
+            found = self.search(f, with_losses=with_losses)
             idx = found["indices"]
             quantized = self.indices_to_codes([idx.reshape(b, h, w)])
-            if self.eval_losses:
+            if with_losses:
                 z_hard = to_tokens(quantized).detach()
                 hard_mse = F.mse_loss(z_hard, f.detach())
                 soft_mse = found["soft_sse"] / max(f.numel(), 1)
@@ -488,9 +489,7 @@ class AttentionQuantizer(BaseQuantizer):
                 if self.entropy_weight:
                     penalty = entropy_penalty(found["sample_entropy_sum"], found["prob_sum"], n)
                     losses["entropy"] = self.entropy_weight * penalty
-        indices = idx.reshape(b, h, w)
-        stats = single_level_stats(indices, self.codebook_size, quantized, z, self.usage)
-        return QuantizerOutput(quantized=quantized, indices=[indices], losses=losses, stats=stats)
+        return self._level_output(quantized, idx.reshape(b, h, w), losses, quantized, z)
 
     def extra_repr(self) -> str:
         return (

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import INIT_RESTART_ROUNDS, BaseQuantizer, build_quantizer, register_quantizer
+from .layout import to_tokens
 from .output import QuantizerOutput
 from .stats import UsageTracker, batch_stats
-from .vector import to_tokens
 
 # Passes of the data-dependent initialisation of a stack (see StackedQuantizer.initialize).
 DATA_INIT_PASSES = 2
@@ -189,8 +189,9 @@ class StackedQuantizer(BaseQuantizer):
             if not restarted:
                 break
 
-    def forward(self, z: torch.Tensor) -> QuantizerOutput:
-        """``(B, C, H, W)`` -> :class:`QuantizerOutput` with one ``(B, h_l, w_l)`` index map per level."""
+    def forward(self, z: torch.Tensor, with_losses: bool | None = None) -> QuantizerOutput:
+        """``(B, C, H, W)`` -> :class:`QuantizerOutput` with one ``(B, h_l, w_l)`` index map per level;
+        ``with_losses`` goes to every level (see :class:`~.base.BaseQuantizer`)."""
         self._check_input(z)
         if self.training and self.needs_data_init:
             self.initialize(z)
@@ -201,7 +202,7 @@ class StackedQuantizer(BaseQuantizer):
         losses: dict[str, torch.Tensor] = {}
         errors, utilizations = [], []
         for level, size in enumerate(shapes):
-            out = self.level_quantizer(level)(self._down(residual, size))
+            out = self.level_quantizer(level)(self._down(residual, size), with_losses=with_losses)
             q = self._up(out.quantized, (height, width))  # (B, C, H, W)
             quantized = q if quantized is None else quantized + q
             residual = residual - q
