@@ -12,7 +12,7 @@ photos than those the ladder trains and is evaluated on, as the paper's VAE is. 
 of this package, skipped when its output exists, so a killed run resumes (training stages also resume
 inside from their latest checkpoint):
 
-    data       coda-hf data prepare-photos                       -> WORK/data/photos/manifest.json
+    data       tools/prepare_data.py prepare-photos              -> WORK/data/photos/manifest.json
     data-vae   the same, from ``vae_sources`` (off-the-shelf only) -> WORK/data/vae-photos/manifest.json
     vae        train_tokenizer.py --model vae (stage 0)         -> WORK/runs/vae/training_summary.json
     vae-stats  coda-hf latent-stats --write (shift / scale)      -> WORK/runs/vae/latent_stats.json
@@ -58,11 +58,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from coda_hf.commands.data import DEFAULT_CACHE
-from coda_hf.data.photos import DEFAULT_SOURCES
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the repository's tools/ package (the photo builder; not installed)
+
+from tools.data.photos import DEFAULT_SOURCES  # noqa: E402
+from tools.prepare_data import DEFAULT_CACHE  # noqa: E402
 
 logger = logging.getLogger("reproduce")
-REPO = Path(__file__).resolve().parents[1]
 
 # Per-hardware settings. The VAE and the VQGAN share their widths, hence their downsampling factor
 # (2 ** (len(widths) - 1)) and token grid. ``scales``: multi-scale levels for the latent side
@@ -79,7 +81,7 @@ REPO = Path(__file__).resolve().parents[1]
 # ``vq``: extra VectorQuantizer kwargs of the VQ, multi-scale VQ and VQGAN rows (the paper's plain VQ: none;
 # an ablation sets e.g. dead-code restarts, --override '{"vq": {"restart_after": 20}}').
 # ``sources``: the photo sources of the ladder's train and eval tiles (null: every source of
-# ``coda-hf data prepare-photos``). ``vae_sources``: where stage 0 trains instead (null: the same tiles as the
+# ``tools/prepare_data.py prepare-photos``). ``vae_sources``: where stage 0 trains instead (null: the same tiles as the
 # ladder); set, it makes the VAE "off-the-shelf": trained on other photos, as the paper's is. ``eval_images``:
 # the first N eval tiles (null: all of them).
 CONFIGS: dict[str, dict] = {
@@ -169,8 +171,9 @@ def _check_photo_sources(photos: Path, wanted: list[str], key: str) -> None:
                          f"asks for {sorted(wanted)}; use another --workdir (or --photos / --vae-photos)")
 
 
-def _prepare_photos(coda_hf: list[str], name: str, photos: Path, cache_dir: Path, hw: dict, sources: list[str] | None) -> Stage:
-    command = [*coda_hf, "data", "prepare-photos", "--out", str(photos), "--cache", str(cache_dir),
+def _prepare_photos(name: str, photos: Path, cache_dir: Path, hw: dict, sources: list[str] | None) -> Stage:
+    command = [sys.executable, str(REPO / "tools" / "prepare_data.py"), "prepare-photos", "--out", str(photos),
+               "--cache", str(cache_dir),
                "--tile-sizes", str(hw["tile_size"]), "--seed", "0"]  # fmt: skip
     return Stage(name, photos / "manifest.json", command + (["--sources", *sources] if sources else []))
 
@@ -236,9 +239,9 @@ def build_plan(
     arch = {"block_out_channels": hw["widths"], "layers_per_block": hw["layers_per_block"],
             "norm_num_groups": hw["norm_num_groups"]}  # fmt: skip
     vae_dir = work / "runs" / "vae"
-    stages = [_prepare_photos(coda_hf, "data", photos, cache_dir, hw, hw["sources"])]
+    stages = [_prepare_photos("data", photos, cache_dir, hw, hw["sources"])]
     if off_the_shelf:
-        stages.append(_prepare_photos(coda_hf, "data-vae", vae_photos, cache_dir, hw, hw["vae_sources"]))
+        stages.append(_prepare_photos("data-vae", vae_photos, cache_dir, hw, hw["vae_sources"]))
     stages += [
         _train_stage("vae", work, hw, launcher, vae_photos, {
             "model": "vae", "max_train_steps": hw["vae_steps"],
@@ -477,9 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", required=True, help="where data, runs, eval and results go")
     p.add_argument("--config", choices=sorted(CONFIGS), default="cpu")
     p.add_argument("--cache", default=None,
-                   help="Debian package cache (default: coda-hf data's, ~/.cache/coda_hf/debs: outside the work "
+                   help="Debian package cache (default: tools/prepare_data.py's, ~/.cache/coda_hf/debs: outside the work "
                         "tree, the packages hold third-party code)")  # fmt: skip
-    p.add_argument("--photos", default=None, help="an already prepared photo set (coda-hf data prepare-photos --out)")
+    p.add_argument("--photos", default=None, help="an already prepared photo set (tools/prepare_data.py prepare-photos --out)")
     p.add_argument("--vae-photos", default=None,
                    help="an already prepared photo set for stage 0, other photos than --photos (an off-the-shelf VAE)")
     p.add_argument("--launcher", default=None, help='training launcher, e.g. "accelerate launch --num_processes 2"')

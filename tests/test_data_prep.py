@@ -1,4 +1,5 @@
-"""Offline tests of coda_hf.data: tiling, splitting, shards, manifests, IDX parsing, transforms, CLI.
+"""Offline tests of the dataset builders (tools/data, tools/prepare_data.py): tiling, splitting, shards, manifests,
+IDX parsing, the command line and the reproduction plan.
 
 No apt / network: Debian packages are replaced by fake extracted trees in tmp_path.
 """
@@ -19,29 +20,24 @@ from datasets.distributed import split_dataset_by_node
 from PIL import Image
 
 from coda_hf.cli import main as cli_main
-from coda_hf.data import (
+from coda_hf.data.shards import load_image_shards
+from tools.data import (
     ExtractedPackage,
     PackageFetchError,
-    center_crop_resize,
-    collate_images,
     collect_photos,
     fetch_debian_package,
-    image_transform,
     iter_multiscale_tiles,
-    load_image_shards,
     photo_shard_dir,
-    pil_to_tensor,
     prepare_fashion_mnist,
     prepare_photo_dataset,
-    random_resized_crop_and_flip,
     read_copyright,
     read_idx,
     split_groups,
-    tensor_to_pil,
     write_idx,
 )
-from coda_hf.data import debian as debian_module
-from coda_hf.data.photo_allowlist import DEBIAN_SOURCES, DebianPhotoSource, PhotoSpec
+from tools.data import debian as debian_module
+from tools.data.photo_allowlist import DEBIAN_SOURCES, DebianPhotoSource, PhotoSpec
+from tools.prepare_data import main as prepare_data_main
 
 FAKE_COPYRIGHT = """Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: fake-photos
@@ -372,70 +368,12 @@ def test_prepare_fashion_mnist_pad_resize_rgb_limit(tmp_path, fake_fashion):
         prepare_fashion_mnist(tmp_path / "x", tmp_path, image_size=16, fetch=fetch)
 
 
-# ----------------------------------------------------------------------------------------------- transforms
-
-
-def test_pil_tensor_conversions():
-    image = Image.new("RGB", (5, 3), (255, 0, 128))
-    t = pil_to_tensor(image)
-    assert t.shape == (3, 3, 5) and t.dtype == torch.float32
-    assert torch.allclose(t[:, 0, 0], torch.tensor([1.0, -1.0, 128 / 127.5 - 1]), atol=1e-6)
-    assert np.array_equal(np.asarray(tensor_to_pil(t)), np.asarray(image))
-    assert pil_to_tensor(Image.new("L", (2, 2), 255)).shape == (3, 2, 2)
-    with pytest.raises(TypeError, match="PIL"):
-        pil_to_tensor(np.zeros((2, 2, 3)))
-    with pytest.raises(ValueError, match="shape"):
-        tensor_to_pil(torch.zeros(1, 2, 2))
-
-
-def test_center_crop_resize_takes_the_centre():
-    array = np.zeros((40, 120, 3), dtype=np.uint8)
-    array[:, 40:80] = (0, 255, 0)  # green centre square, black sides
-    t = center_crop_resize(Image.fromarray(array), 16)
-    assert t.shape == (3, 16, 16)
-    assert torch.allclose(t[1], torch.ones(16, 16)) and torch.allclose(t[0], -torch.ones(16, 16))
-
-
-def test_random_resized_crop_and_flip_shapes_range_determinism():
-    image = Image.fromarray(skimage.data.chelsea())
-    out = random_resized_crop_and_flip(image, 32, generator=torch.Generator().manual_seed(3))
-    assert out.shape == (3, 32, 32) and out.min() >= -1 and out.max() <= 1
-    again = random_resized_crop_and_flip(image, 32, generator=torch.Generator().manual_seed(3))
-    assert torch.equal(out, again)
-    others = [random_resized_crop_and_flip(image, 32, generator=torch.Generator().manual_seed(s)) for s in range(4, 8)]
-    assert any(not torch.equal(out, o) for o in others)
-    # same generator state -> same crop box; flip_p=1 vs 0 gives exact mirror images
-    flipped = random_resized_crop_and_flip(image, 32, flip_p=1.0, generator=torch.Generator().manual_seed(9))
-    plain = random_resized_crop_and_flip(image, 32, flip_p=0.0, generator=torch.Generator().manual_seed(9))
-    assert torch.equal(flipped, plain.flip(-1)) and not torch.equal(flipped, plain)
-    # scale=(1, 1) and ratio matching the image: the crop is the whole image
-    square = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
-    whole = random_resized_crop_and_flip(square, 32, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0)
-    assert torch.equal(whole, pil_to_tensor(square))
-    for bad in (dict(scale=(0.0, 1.0)), dict(ratio=(2.0, 1.0)), dict(flip_p=1.5)):
-        with pytest.raises(ValueError):
-            random_resized_crop_and_flip(image, 32, **bad)
-
-
-def test_image_transform_and_collate():
-    rows = [{"image": Image.fromarray(skimage.data.coffee())}, {"image": Image.new("RGB", (50, 20))}]
-    train = image_transform(16, train=True, generator=torch.Generator().manual_seed(0), scale=(0.8, 1.0))
-    batch = collate_images(rows, train)
-    assert batch.shape == (2, 3, 16, 16)
-    evaluation = image_transform(16, train=False)
-    assert torch.equal(collate_images(rows, evaluation)[0], center_crop_resize(rows[0]["image"], 16))
-    with pytest.raises(ValueError, match="crop options"):
-        image_transform(16, train=False, scale=(0.5, 1.0))
-    with pytest.raises(KeyError, match="pixels"):
-        collate_images(rows, evaluation, key="pixels")
-
-
 # ----------------------------------------------------------------------------------------------- CLI
 
 
 def test_cli_prepare_photos_skimage_only(tmp_path):
-    code = cli_main([
-        "data", "prepare-photos", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"),
+    code = prepare_data_main([
+        "prepare-photos", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"),
         "--sources", "skimage", "--tile-sizes", "32", "--levels", "1", "2", "--train-shards", "2",
         "--eval-shards", "2", "--eval-fraction", "0.3", "--seed", "1",
     ])
@@ -448,10 +386,10 @@ def test_cli_prepare_photos_skimage_only(tmp_path):
 
 def test_cli_prepare_fashion_mnist(tmp_path, fake_fashion, monkeypatch):
     fetch, _ = fake_fashion
-    import coda_hf.data.fashion_mnist as fm
+    import tools.data.fashion_mnist as fm
 
     monkeypatch.setattr(fm, "fetch_debian_package", fetch)
-    code = cli_main(["data", "prepare-fashion-mnist", "--out", str(tmp_path / "o"), "--cache", str(tmp_path),
+    code = prepare_data_main(["prepare-fashion-mnist", "--out", str(tmp_path / "o"), "--cache", str(tmp_path),
                      "--image-size", "32", "--rgb", "--train-shards", "2", "--test-shards", "1", "--limit", "4"])
     assert code == 0
     m = json.loads((tmp_path / "o" / "manifest.json").read_text())
@@ -461,7 +399,23 @@ def test_cli_prepare_fashion_mnist(tmp_path, fake_fashion, monkeypatch):
         raise PackageFetchError(f"could not download Debian package {name!r}")
 
     monkeypatch.setattr(fm, "fetch_debian_package", failing)
-    assert cli_main(["data", "prepare-fashion-mnist", "--out", str(tmp_path / "p"), "--cache", str(tmp_path)]) == 1
+    assert prepare_data_main(["prepare-fashion-mnist", "--out", str(tmp_path / "p"), "--cache", str(tmp_path)]) == 1
+
+
+def test_prepare_data_script_help_and_moved_cli_command(tmp_path, capsys):
+    """The builder runs as a script from any folder (--help lists each option's default); ``coda-hf data``
+    says where it moved, in one line, with exit code 2."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "tools" / "prepare_data.py"
+    proc = subprocess.run([sys.executable, str(script), "prepare-photos", "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert "--tile-sizes" in text and "(default: [64, 128])" in text
+    assert cli_main(["data", "prepare-photos", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "python tools/prepare_data.py prepare-photos" in err
 
 
 # ----------------------------------------------------------------------------------------------- reproduce plan

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from coda_hf.testing import LocalHubServer
+from tools.hub_server import LocalHubServer
 
 TOKEN = "hf_local_test_token"
 

@@ -473,7 +473,7 @@ def test_lpips_weights_from_a_hub_repo(tmp_path):
     import sys
     import textwrap
 
-    from coda_hf.testing import LocalHubServer
+    from tools.hub_server import LocalHubServer
 
     src = LPIPS()
     save_file(src.state_dict(), str(tmp_path / "lpips_vgg.safetensors"))

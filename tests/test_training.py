@@ -474,7 +474,7 @@ def test_checkpoint_resolution_and_cleanup(tmp_path):
 
 @pytest.mark.slow
 def test_push_to_hub_after_training(tmp_path, images):
-    from coda_hf.testing import LocalHubServer
+    from tools.hub_server import LocalHubServer
 
     token = "hf_train_test"
     with LocalHubServer(token=token) as hub:

@@ -26,13 +26,6 @@ USAGE_ERRORS = (
 )
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error (usage stays available through ``--help``)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def _add_to_every_parser(parser: argparse.ArgumentParser, *flags: str, **kwargs) -> None:
     parser.add_argument(*flags, **kwargs)
     for action in parser._actions:
@@ -49,17 +42,21 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return text if "default" in text else super()._get_help_string(action)
 
 
-class _Parser(argparse.ArgumentParser):
-    """Every command's ``--help`` shows each option's default."""
+class Parser(argparse.ArgumentParser):
+    """argparse whose ``--help`` shows each option's default and whose usage error is one line (the usage
+    stays available through ``--help``)."""
 
     def __init__(self, *args, formatter_class=_DefaultsFormatter, **kwargs):
         super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="coda-hf", description="Discrete image tokenizers for the Hugging Face stack.")
+    parser = Parser(prog="coda-hf", description="Discrete image tokenizers for the Hugging Face stack.")
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING, ...)")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue

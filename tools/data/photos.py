@@ -22,9 +22,10 @@ import datasets
 import numpy as np
 from PIL import Image
 
+from coda_hf.data.shards import encode_png, write_parquet_shards
+
 from .debian import ExtractedPackage, fetch_debian_package
 from .photo_allowlist import DEBIAN_SOURCES, SKIMAGE_PHOTOS, SKLEARN_PHOTOS, DebianPhotoSource, PhotoSpec
-from .shards import encode_png, write_parquet_shards
 from .tiling import DEFAULT_LEVELS, iter_multiscale_tiles, split_groups
 
 logger = logging.getLogger(__name__)
@@ -209,7 +210,7 @@ def prepare_photo_dataset(
 
     Photos are split by scene group (stratified per source, ``eval_fraction`` of the groups held out,
     deterministic in ``seed``). Each photo is cut into ``tile_size`` tiles at zoom ``levels`` (see
-    :func:`~coda_hf.data.tiling.iter_multiscale_tiles`; ``stride`` defaults to non-overlapping); tiles are
+    :func:`~.tiling.iter_multiscale_tiles`; ``stride`` defaults to non-overlapping); tiles are
     shuffled with ``seed`` and written as ``train_shards`` / ``eval_shards`` parquet files per tile size.
     An existing ``manifest.json`` with the same configuration and all its shards is returned as is
     unless ``overwrite``. Downloaded / extracted packages are kept in ``cache_dir``.
