@@ -16,7 +16,7 @@ Where things live:
   (diffusers);
 * ``coda_hf.losses`` / ``coda_hf.discriminators`` / ``coda_hf.training``: the training objective and loop;
 * ``coda_hf.metrics``: PSNR, SSIM, Fréchet distances, codebook statistics, the evaluation loop;
-* ``coda_hf.hub``: model cards and ``push_to_hub``; ``coda_hf.data``: offline real-image datasets.
+* ``coda_hf.hub``: model cards and ``push_to_hub``; ``coda_hf.data``: parquet image shards and transforms.
 """
 
 from __future__ import annotations

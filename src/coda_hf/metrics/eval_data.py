@@ -6,7 +6,7 @@ An unreadable image is skipped with a warning and counted (:func:`image_batches`
 
 Splits come only from the ``split`` option and the dataset's own split files: a folder of images is every
 image in it whatever the file names (``datasets``' split-by-file-name convention for ``imagefolder`` does not
-apply), and shards named ``{split}-*`` (``coda-hf data`` writes ``train-*`` / ``eval-*``) form that split.
+apply), and shards named ``{split}-*`` (``tools/prepare_data.py`` writes ``train-*`` / ``eval-*``) form that split.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ IMAGE_KEYS = ("image", "img", "jpg", "jpeg", "png", "webp")
 def _loader_for(path: Path, split: str | None = None) -> tuple[str, dict]:
     """``datasets`` builder name and its kwargs for a local path.
 
-    In a folder of shards named ``{split}-*`` (``coda-hf data`` writes ``train-*`` / ``eval-*``), ``split``
+    In a folder of shards named ``{split}-*`` (``tools/prepare_data.py`` writes ``train-*`` / ``eval-*``), ``split``
     selects its own files; otherwise every shard is one ``"train"`` split. A folder of images is one
     ``"train"`` split of all its images.
     """
