@@ -424,13 +424,13 @@ def _train_rows(sandbox: Sandbox, names: list[str]) -> str:
 
 
 def _maskgit_rows(sandbox: Sandbox) -> str:
-    from coda_hf.training.maskgit_trainer import MaskGitTrainingConfig, load_image_dataset
+    from coda_hf.training.maskgit_trainer import MaskGitTrainingConfig, training_images
 
     folder = sandbox.fresh("maskgit-train")
     names = ["cats/train_a.png", "cats/b.png", "dogs/valid_c.png", "dogs/d.png"]
     for i, name in enumerate(names):
         _image(folder / name, (16, 16), i)
-    ds = load_image_dataset(MaskGitTrainingConfig(tokenizer="t", output_dir="o", train_data_dir=str(folder)))
+    ds = training_images(MaskGitTrainingConfig(tokenizer="t", output_dir="o", train_data_dir=str(folder)))
     return f"ok: {len(ds)} of {len(names)} images, labels {ds.features['label'].names}"
 
 

@@ -31,7 +31,8 @@ from coda_hf.metrics import (
     to_uint8_range,
     trace_sqrtm_product,
 )
-from coda_hf.metrics.eval_data import image_batches, load_image_dataset, preprocess_image
+from coda_hf.image_io import load_pixel_values
+from coda_hf.metrics.eval_data import image_batches, load_image_dataset
 from coda_hf.metrics.evaluation import MARKDOWN_HEADER
 from coda_hf.metrics.plots import (
     pca_project,
@@ -438,14 +439,14 @@ def test_markdown_row():
 
 
 # ---------------------------------------------------------------- evaluation data
-def test_preprocess_image_resizes_and_crops():
+def test_evaluation_transform_resizes_and_crops():
     image = Image.fromarray(np.tile(np.arange(60, dtype=np.uint8)[None, :, None], (30, 1, 3)))  # 60 wide, 30 high
-    x = preprocess_image(image, 16)
+    x = load_pixel_values(image, 16)
     assert x.shape == (3, 16, 16) and x.min() >= -1 and x.max() <= 1
     # center crop of a horizontal ramp: the middle column is close to the middle of the ramp
     assert abs(float(x[0, 8, 8]) - (29.5 / 127.5 - 1)) < 0.1
     with pytest.raises(ValueError, match="cannot load an image from a int"):
-        preprocess_image(3, 16)
+        load_pixel_values(3, 16)
 
 
 def test_image_sources_folder_parquet_webdataset(tmp_path):

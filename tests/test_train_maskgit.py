@@ -14,7 +14,8 @@ from accelerate.state import AcceleratorState
 
 from coda_hf.maskgit import MaskGitTransformer
 from coda_hf.pipelines.maskgit import CodaMaskGitPipeline
-from coda_hf.training.maskgit_data import image_to_tensor, pretokenize_dataset, token_cache_path
+from coda_hf.image_io import load_pixel_values
+from coda_hf.training.maskgit_data import pretokenize_dataset, token_cache_path
 from coda_hf.training.maskgit_trainer import MaskGitTrainingConfig, latest_checkpoint, load_tokenizer
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "train_maskgit.py"
@@ -54,9 +55,9 @@ def tokenizer_dir(tmp_path):
     return tmp_path / "tokenizer"
 
 
-def test_image_to_tensor_resizes_and_crops():
+def test_pretokenisation_transform_resizes_and_crops():
     im = PIL.Image.fromarray(np.full((20, 40, 3), 255, np.uint8))
-    x = image_to_tensor(im, 32)
+    x = load_pixel_values(im, 32)
     assert x.shape == (3, 32, 32) and torch.allclose(x, torch.ones_like(x))
 
 
@@ -68,7 +69,7 @@ def test_pretokenize_is_cached_and_keyed_by_tokenizer(tmp_path, image_folder):
     tokens = pretokenize_dataset(ds, tok, tmp_path / "cache", 32, batch_size=3)
     assert len(tokens) == 8 and len(tokens[0]["token_ids"]) == 21
     assert sorted(set(tokens["class_labels"])) == [0, 1]
-    ref = tok.encode(torch.stack([image_to_tensor(ds[5]["image"], 32)])).token_ids[0].tolist()
+    ref = tok.encode(torch.stack([load_pixel_values(ds[5]["image"], 32)])).token_ids[0].tolist()
     assert tokens[5]["token_ids"] == ref
     path = token_cache_path(tmp_path / "cache", tok, ds, 32, "image", "label")
     assert path.is_dir()

@@ -1,4 +1,9 @@
-"""Load images from paths, URLs, bytes, PIL images, numpy arrays or torch tensors as 8-bit RGB PIL images.
+"""The package's one image path: any source -> 8-bit RGB -> one resize / crop policy -> ``[-1, 1]`` tensor, and back.
+
+Training (``training/data.py``), evaluation (``metrics/eval_data.py``), MaskGIT pre-tokenisation
+(``training/maskgit_data.py``), :class:`~coda_hf.image_processing.CodaImageProcessor`, the pipelines and
+:mod:`coda_hf.data.transforms` all go through the functions below, so one file gives the same pixels
+everywhere (``tests/test_image_path.py`` checks it bit for bit).
 
 Sources (one place for the whole package):
 
@@ -21,8 +26,24 @@ Conversion rules:
 * numpy arrays: ``(H, W)``, ``(H, W, 1|3|4)`` or channel-first ``(1|3|4, H, W)``; ``uint8``, ``uint16``,
   ``bool`` or float in ``[0, 1]``.
 
+* EXIF orientation: a file or PIL image whose EXIF ``Orientation`` tag says it is rotated or mirrored is
+  turned upright first (``PIL.ImageOps.exif_transpose``, as ``diffusers.utils.load_image`` does), so a phone
+  photo is seen the way viewers show it.
+
 An unreadable, truncated or empty image (a zero-sized array, a missing file, a URL that does not answer
 with an image) raises :class:`ImageLoadError` naming the input.
+
+Resize / crop policy (:func:`resize_center_crop`, :func:`load_pixel_values`): resize so that the SHORTER side
+equals the target (bicubic; PIL antialiases when it shrinks; the longer side becomes
+``int(size * long / short)``), then center-crop (offsets ``(H - h) // 2``, ``(W - w) // 2``). It is
+torchvision's ``Resize(size) + CenterCrop(size)`` and transformers' ``shortest_edge`` + ``crop_size``:
+what a user of either expects (resizing before the crop lets the filter see the real neighbours of the
+crop's edge pixels; cropping first, as evaluation once did, clamps them). An image that already has the
+target size passes untouched (no resampling): the photo tiles the
+reproduction trains on are exactly the training resolution. Pixels map to ``v / 127.5 - 1`` in float32,
+bit for bit what transformers' ``rescale(1/255)`` + ``normalize(0.5, 0.5)`` give; back to 8 bits with
+:func:`to_uint8_range` (clamp to ``[-1, 1]``, ``(x + 1) * 127.5`` in float64, rounded), which the 8-bit
+metrics use too.
 """
 
 from __future__ import annotations
@@ -33,11 +54,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 ImageSource = str | os.PathLike | bytes | dict | Image.Image | np.ndarray | Any  # Any: a torch.Tensor
 URL_SCHEMES = ("http://", "https://")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+RESAMPLE = Image.Resampling.BICUBIC  # the policy's resampling filter
+EXIF_ORIENTATION = 0x0112  # the EXIF tag ImageOps.exif_transpose reads
 
 
 class ImageLoadError(ValueError):
@@ -52,6 +75,15 @@ def _white_composite(image: Image.Image) -> Image.Image:
 
 def _sixteen_to_eight(array: np.ndarray) -> np.ndarray:
     return np.clip(np.round(array.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """``image`` turned as its EXIF ``Orientation`` tag says (the image itself when it has none)."""
+    try:
+        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    except (OSError, ValueError, SyntaxError):  # a damaged EXIF block: show the pixels as stored
+        return image
+    return ImageOps.exif_transpose(image) if orientation not in (None, 1) else image
 
 
 def to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
@@ -155,7 +187,7 @@ def load_image(source: ImageSource, name: str | None = None, timeout: float | No
         label = name or "image"
         if source.width == 0 or source.height == 0:
             raise ImageLoadError(f"{label}: empty image (size {source.size})")
-        return to_rgb(source, name=label)
+        return to_rgb(upright(source), name=label)
     if isinstance(source, np.ndarray):
         return from_array(source, name=name or "array")
     if _is_tensor(source):
@@ -200,3 +232,72 @@ def load_images(sources) -> list[Image.Image]:
     elif isinstance(sources, (str, os.PathLike, bytes, dict, Image.Image, np.ndarray)) or _is_tensor(sources):
         sources = [sources]
     return [load_image(s) for s in sources]
+
+
+# ---------------------------------------------------------------------------------------- resize / crop policy
+def shorter_side_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """``(width, height)`` after resizing the shorter side to ``size`` (the longer one ``int(size * long /
+    short)``, torchvision's and transformers' rounding)."""
+    if width <= height:
+        return size, int(size * height / width)
+    return int(size * width / height), size
+
+
+def center_box(width: int, height: int, crop_width: int, crop_height: int) -> tuple[int, int, int, int]:
+    """``(left, top, right, bottom)`` of the centred ``crop_width`` x ``crop_height`` box."""
+    left, top = (width - crop_width) // 2, (height - crop_height) // 2
+    return left, top, left + crop_width, top + crop_height
+
+
+def resize_shorter_side(image: Image.Image, size: int, resample: int = RESAMPLE) -> Image.Image:
+    """Resize (aspect kept) so that the shorter side is ``size``; the image itself when it already is."""
+    target = shorter_side_size(image.width, image.height, int(size))
+    return image if target == image.size else image.resize(target, resample)
+
+
+def center_crop(image: Image.Image, width: int, height: int) -> Image.Image:
+    """The centred ``width`` x ``height`` part of ``image`` (at most its own size)."""
+    if (width, height) == image.size:
+        return image
+    if width > image.width or height > image.height:
+        raise ValueError(f"cannot center-crop {width}x{height} from an image of size {image.width}x{image.height}")
+    return image.crop(center_box(image.width, image.height, width, height))
+
+
+def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
+    """THE policy for a square model input: shorter side to ``size``, then the central ``size`` x ``size``."""
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"size must be a positive int, got {size!r}")
+    return center_crop(resize_shorter_side(image, size), size, size)
+
+
+# ---------------------------------------------------------------------------------------- tensors
+def pil_to_tensor(image: Image.Image):
+    """8-bit RGB PIL image -> ``(3, H, W)`` float32 tensor in ``[-1, 1]`` (``v / 127.5 - 1``)."""
+    import torch
+
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}")
+    array = np.asarray(image if image.mode == "RGB" else to_rgb(image), dtype=np.float32)  # (H, W, 3) in [0, 255]
+    return torch.from_numpy(array).permute(2, 0, 1).div(127.5).sub(1.0).contiguous()
+
+
+def load_pixel_values(source: ImageSource, resolution: int, name: str | None = None, timeout: float | None = 30.0):
+    """The whole path: any source -> :func:`load_image` -> :func:`resize_center_crop` -> ``(3, R, R)`` in ``[-1, 1]``."""
+    return pil_to_tensor(resize_center_crop(load_image(source, name=name, timeout=timeout), int(resolution)))
+
+
+def to_uint8_range(images):
+    """``[-1, 1]`` images -> float64 values in ``{0, ..., 255}`` (clamped and rounded like saving a PNG)."""
+    return ((images.detach().double() + 1.0) * 127.5).clamp(0, 255).round()
+
+
+def tensor_to_pil(images):
+    """``(3, H, W)`` tensor in ``[-1, 1]`` -> RGB PIL image; a ``(B, 3, H, W)`` batch -> a list of B images.
+    Values outside ``[-1, 1]`` are clamped (:func:`to_uint8_range`)."""
+    if images.ndim == 4:
+        return [tensor_to_pil(image) for image in images]
+    if images.ndim != 3 or images.shape[0] != 3:
+        raise ValueError(f"expected a (3, H, W) tensor or a (B, 3, H, W) batch, got shape {tuple(images.shape)}")
+    array = to_uint8_range(images.cpu()).byte().permute(1, 2, 0).numpy()  # (H, W, 3) uint8
+    return Image.fromarray(array)

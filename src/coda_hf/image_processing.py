@@ -1,13 +1,21 @@
 """``CodaImageProcessor``: images -> ``(B, 3, H, W)`` pixel values in ``[-1, 1]`` for a CODA tokenizer.
 
+A transformers image processor (its saved ``preprocessor_config.json`` keys are transformers' own) whose steps
+are the package's image path (:mod:`coda_hf.image_io`), so that with ``size={"shortest_edge": R}``,
+``do_center_crop=True`` and ``crop_size=R`` it gives bit for bit the tensors that training, evaluation and
+MaskGIT pre-tokenisation give (``tests/test_image_path.py``).
+
 Size policy (the model raises on sizes that are not multiples of its downsampling factor; this processor,
 the ``image-tokenization`` pipeline and the CLI make them fit):
 
-1. convert to RGB (:mod:`coda_hf.image_io` rules for alpha, palette, 16-bit, grayscale);
-2. resize so the SHORTER side equals ``size["shortest_edge"]`` (aspect ratio kept; ``do_resize``);
-3. center-crop to ``crop_size`` when ``do_center_crop`` (default: off);
+1. load as 8-bit RGB (:func:`coda_hf.image_io.load_image` rules: EXIF orientation, alpha on white, palette,
+   16-bit, grayscale; any source: path, URL, bytes, PIL image, array, tensor);
+2. resize so the SHORTER side equals ``size["shortest_edge"]`` (aspect ratio kept; ``do_resize``;
+   :func:`coda_hf.image_io.resize_shorter_side`);
+3. center-crop to ``crop_size`` when ``do_center_crop`` (default: off, so any aspect ratio tokenizes);
 4. center-crop each side down to the nearest multiple of ``size_divisor`` (the model's downsampling factor);
-5. rescale to ``[0, 1]`` and normalise with mean = std = 0.5 -> ``[-1, 1]``;
+5. rescale to ``[0, 1]`` and normalise with mean = std = 0.5 -> ``[-1, 1]`` (equal, bit for bit, to
+   :func:`coda_hf.image_io.pil_to_tensor`);
 6. with ``do_pad``, pad every image at the bottom and right to one size, so a mixed-size batch comes back
    as one ``(B, 3, H, W)`` tensor: ``pad_size`` ``{"height", "width"}`` (both multiples of ``size_divisor``),
    or the batch's largest height and width (multiples already, by step 4). The pad value is ``0`` in the
@@ -19,12 +27,13 @@ the ``image-tokenization`` pipeline and the CLI make them fit):
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 from transformers.image_processing_backends import PilBackend
 from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import PILImageResampling, SizeDict
 from transformers.processing_utils import ImagesKwargs, Unpack
 
-from .image_io import load_image
+from .image_io import RESAMPLE, center_box, load_images, resize_shorter_side
 
 
 class CodaImageProcessorKwargs(ImagesKwargs, total=False):
@@ -63,25 +72,26 @@ class CodaImageProcessor(PilBackend):
             raise ValueError(f"size_divisor must be a positive int; got {self.size_divisor}")
 
     def preprocess(self, images, **kwargs: Unpack[CodaImageProcessorKwargs]) -> BatchFeature:
-        # PIL inputs go through coda_hf.image_io first (white alpha compositing, 16-bit handling).
-        if isinstance(images, (list, tuple)):
-            images = [self._prepare(im) for im in images]
-        else:
-            images = self._prepare(images)
-        return super().preprocess(images, **kwargs)
+        # Every input is loaded by coda_hf.image_io first (EXIF orientation, alpha on white, 16-bit, any source).
+        return super().preprocess(load_images(images), **kwargs)
 
-    @staticmethod
-    def _prepare(image):
-        if isinstance(image, np.ndarray) and image.dtype == np.uint8:
-            return image
-        try:
-            from PIL import Image
+    def resize(self, image: np.ndarray, size: SizeDict, resample=None, **kwargs) -> np.ndarray:
+        """``shortest_edge`` sizes of ``(3, H, W)`` 8-bit arrays: :func:`coda_hf.image_io.resize_shorter_side`
+        (the package's policy); any other size: transformers' resize."""
+        if size.shortest_edge and not size.longest_edge and image.dtype == np.uint8 and image.shape[0] == 3:
+            pil = Image.fromarray(np.ascontiguousarray(np.moveaxis(image, 0, -1)))
+            resized = resize_shorter_side(pil, int(size.shortest_edge), RESAMPLE if resample is None else resample)
+            return np.moveaxis(np.array(resized), -1, 0)  # (3, h, w)
+        return super().resize(image, size, resample=resample, **kwargs)
 
-            if isinstance(image, (Image.Image, np.ndarray)):
-                return load_image(image)
-        except ImportError:  # pragma: no cover - PIL is a dependency
-            pass
-        return image
+    def center_crop(self, image: np.ndarray, size: SizeDict, **kwargs) -> np.ndarray:
+        """The centred box of :func:`coda_hf.image_io.center_box`; a crop larger than the image: transformers'
+        (it pads)."""
+        height, width = image.shape[-2:]
+        if size.height is not None and size.width is not None and size.height <= height and size.width <= width:
+            left, top, right, bottom = center_box(width, height, int(size.width), int(size.height))
+            return image[..., top:bottom, left:right]
+        return super().center_crop(image, size, **kwargs)
 
     def crop_to_multiple(self, image: np.ndarray, size_divisor: int) -> np.ndarray:
         """Center-crop a ``(C, H, W)`` array so both sides are multiples of ``size_divisor``."""

@@ -25,9 +25,9 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import torch
 
+    from ..image_io import tensor_to_pil
     from ..models.loading import load_tokenizer
     from ..output_files import atomic_output, check_output_dir, distinct_output_names
-    from ..pipelines.maskgit import tensor_to_pil
     from ..tokens_file import read_tokens
 
     tokens = read_tokens(args.tokens)
@@ -52,6 +52,6 @@ def run(args) -> int:
                 )
             image = model.decode(item.token_ids[None], image_size=item.image_size)  # (1, 3, H, W)
             with atomic_output(out_dir / name) as tmp:
-                tensor_to_pil(image)[0].save(tmp, format="PNG")
+                tensor_to_pil(image[0]).save(tmp, format="PNG")
     logger.info("decoded %d image(s) into %s", len(names), out_dir)
     return 0

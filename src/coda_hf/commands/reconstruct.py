@@ -34,8 +34,8 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import torch
 
+    from ..image_io import tensor_to_pil
     from ..output_files import atomic_output, check_output_dir, distinct_output_names
-    from ..pipelines.maskgit import tensor_to_pil
 
     check_resolution(args.resolution)
     names = distinct_output_names(args.images, ".png")
@@ -49,5 +49,5 @@ def run(args) -> int:
                 continue
             recon = model.decode(model.encode(pixels).indices)  # (1, 3, H, W) in [-1, 1]
             with atomic_output(out_dir / names[i]) as tmp:
-                tensor_to_pil(recon)[0].save(tmp, format="PNG")
+                tensor_to_pil(recon[0]).save(tmp, format="PNG")
     return report_failures(failed, len(args.images))

@@ -1,18 +1,21 @@
-"""PIL -> tensor image transforms for training and evaluation (no torchvision).
+"""Training augmentation and batching on the package's image path (no torchvision).
 
-Every transform returns a float tensor ``(3, size, size)`` in ``[-1, 1]``, the image convention of
-the whole package. Randomness comes only from an optional ``torch.Generator`` so that a seeded
-generator reproduces the same crops and flips.
+The deterministic steps (loading rules, the resize / crop policy, the ``[-1, 1]`` mapping and back) are
+:mod:`coda_hf.image_io`'s, imported here: :func:`~coda_hf.image_io.load_pixel_values` is the evaluation
+transform. Every transform returns a float tensor ``(3, size, size)`` in ``[-1, 1]``. Randomness comes only
+from an optional ``torch.Generator`` so that a seeded generator reproduces the same crops and flips.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 from PIL import Image
+
+from ..image_io import RESAMPLE, load_image, load_pixel_values, pil_to_tensor, tensor_to_pil
 
 __all__ = [
     "center_crop_resize",
@@ -23,15 +26,11 @@ __all__ = [
     "tensor_to_pil",
 ]
 
-_RESAMPLE = Image.Resampling.BICUBIC
-
 
 def _check_image(image) -> Image.Image:
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}")
-    if image.width < 1 or image.height < 1:
-        raise ValueError(f"image has an empty size {image.size}")
-    return image.convert("RGB") if image.mode != "RGB" else image
+    return load_image(image)  # EXIF orientation, RGB rules; ImageLoadError (a ValueError) for an empty image
 
 
 def _check_size(size: int) -> int:
@@ -40,29 +39,12 @@ def _check_size(size: int) -> int:
     return size
 
 
-def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> ``(3, H, W)`` float tensor in ``[-1, 1]``."""
-    image = _check_image(image)
-    array = np.asarray(image, dtype=np.float32)  # (H, W, 3) in [0, 255]
-    return torch.from_numpy(array).permute(2, 0, 1).div(127.5).sub(1.0).contiguous()
-
-
-def tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
-    """``(3, H, W)`` tensor in ``[-1, 1]`` -> RGB PIL image (values are clamped)."""
-    if tensor.ndim != 3 or tensor.shape[0] != 3:
-        raise ValueError(f"expected a (3, H, W) tensor, got shape {tuple(tensor.shape)}")
-    array = ((tensor.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return Image.fromarray(array.permute(1, 2, 0).cpu().numpy(), mode="RGB")
-
-
 def center_crop_resize(image: Image.Image, size: int) -> torch.Tensor:
-    """Crop the central square of ``image`` and resize it to ``size`` x ``size`` (evaluation transform)."""
-    image, size = _check_image(image), _check_size(size)
-    w, h = image.size
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    crop = image.crop((left, top, left + side, top + side))  # crop first: no bleed from outside the box
-    return pil_to_tensor(crop if side == size else crop.resize((size, size), _RESAMPLE))
+    """Deprecated: :func:`coda_hf.image_io.load_pixel_values` (the package's one policy: shorter side to
+    ``size``, then the central square; this function cropped first before)."""
+    warnings.warn("coda_hf.data.transforms.center_crop_resize is deprecated: use coda_hf.image_io.load_pixel_values "
+                  "(shorter side to size, then the central square)", FutureWarning, stacklevel=2)  # fmt: skip
+    return load_pixel_values(_check_image(image), _check_size(size))
 
 
 def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
@@ -118,7 +100,7 @@ def random_resized_crop_and_flip(
         raise ValueError(f"flip_p must be in [0, 1], got {flip_p}")
     box = _sample_crop_box(image.width, image.height, scale, ratio, generator)
     crop = image.crop(box)
-    crop = crop if crop.size == (size, size) else crop.resize((size, size), _RESAMPLE)
+    crop = crop if crop.size == (size, size) else crop.resize((size, size), RESAMPLE)
     if float(torch.rand((), generator=generator)) < flip_p:
         crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return pil_to_tensor(crop)
@@ -127,13 +109,14 @@ def random_resized_crop_and_flip(
 def image_transform(
     size: int, train: bool = True, generator: torch.Generator | None = None, **crop_kwargs
 ) -> Callable[[Image.Image], torch.Tensor]:
-    """The transform for one split: ``random_resized_crop_and_flip`` when ``train``, else ``center_crop_resize``."""
+    """The transform for one split: ``random_resized_crop_and_flip`` when ``train``, else the package's policy
+    (:func:`coda_hf.image_io.load_pixel_values`)."""
     _check_size(size)
     if train:
         return lambda image: random_resized_crop_and_flip(image, size, generator=generator, **crop_kwargs)
     if crop_kwargs:
         raise ValueError(f"evaluation transform takes no crop options, got {sorted(crop_kwargs)}")
-    return lambda image: center_crop_resize(image, size)
+    return lambda image: load_pixel_values(_check_image(image), size)
 
 
 def collate_images(

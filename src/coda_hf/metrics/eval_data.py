@@ -1,8 +1,10 @@
-"""Evaluation images from a local folder, parquet / webdataset shards or a Hub dataset, batched per process.
+"""Image datasets from a local folder, parquet / webdataset shards or a Hub dataset, and evaluation batches.
 
-Images are center-cropped to a square and resized (bicubic) to ``resolution``, then mapped to
-``(B, 3, H, W)`` float tensors in ``[-1, 1]``. Datasets are streamed, so only the images used are read.
-An unreadable image is skipped with a warning and counted (:func:`image_batches` ``skipped``), never fatal.
+:func:`load_image_dataset` is the package's one loader of such sources (evaluation, latent statistics and the
+MaskGIT trainer's pre-tokenisation use it). Evaluation images go through the package's image path
+(:func:`coda_hf.image_io.load_pixel_values`: shorter side to ``resolution``, central square, ``[-1, 1]``)
+into ``(B, 3, H, W)`` float tensors. Datasets are streamed, so only the images used are read. An unreadable
+image is skipped with a warning and counted (:func:`image_batches` ``skipped``), never fatal.
 
 Splits come only from the ``split`` option and the dataset's own split files: a folder of images is every
 image in it whatever the file names (``datasets``' split-by-file-name convention for ``imagefolder`` does not
@@ -22,7 +24,7 @@ logger = logging.getLogger(__name__)
 IMAGE_KEYS = ("image", "img", "jpg", "jpeg", "png", "webp")
 
 
-def _loader_for(path: Path, split: str | None = None) -> tuple[str, dict]:
+def _loader_for(path: Path, split: str | None = None, option: str = "--data") -> tuple[str, dict]:
     """``datasets`` builder name and its kwargs for a local path.
 
     In a folder of shards named ``{split}-*`` (``tools/prepare_data.py`` writes ``train-*`` / ``eval-*``), ``split``
@@ -37,7 +39,7 @@ def _loader_for(path: Path, split: str | None = None) -> tuple[str, dict]:
             return "parquet", {"data_files": [str(path)]}
         if suffix == ".tar":
             return "webdataset", {"data_files": [str(path)]}
-        raise ValueError(f"--data {path}: a single file must be a .parquet or a webdataset .tar shard")
+        raise ValueError(f"{option} {path}: a single file must be a .parquet or a webdataset .tar shard")
     if path.is_dir():
         for suffix, builder in ((".parquet", "parquet"), (".tar", "webdataset")):
             files = sorted(str(p) for p in path.rglob(f"*{suffix}"))
@@ -45,26 +47,29 @@ def _loader_for(path: Path, split: str | None = None) -> tuple[str, dict]:
             if named:
                 return builder, {"data_files": {split: named}}
             if files and split not in (None, "train"):
-                raise ValueError(f"--data {path}: --split {split!r} needs shards named {split}-*; none found")
+                raise ValueError(f"{option} {path}: split {split!r} needs shards named {split}-*; none found")
             if files:
                 return builder, {"data_files": files}
         if split not in (None, "train"):
-            raise ValueError(f"--data {path} is a folder of images (one split); --split {split!r} only selects "
+            raise ValueError(f"{option} {path} is a folder of images (one split); split {split!r} only selects "
                              "split-named shards (train-* / eval-*)")  # fmt: skip
         images = list_image_files(path)
         if not images:
-            raise FileNotFoundError(f"--data {path} holds no images, parquet or webdataset .tar shards")
+            raise FileNotFoundError(f"{option} {path} holds no images, parquet or webdataset .tar shards")
         return "imagefolder", {"data_files": {"train": images}}
-    raise FileNotFoundError(f"--data {path} does not exist")
+    raise FileNotFoundError(f"{option} {path} does not exist")
 
 
-def load_image_dataset(data: str | None = None, dataset_name: str | None = None, split: str | None = None):
-    """A streaming ``datasets.IterableDataset`` of images.
+def load_image_dataset(
+    data: str | None = None, dataset_name: str | None = None, split: str | None = None, streaming: bool = True,
+    config_name: str | None = None, option: str = "--data",
+):
+    """An image dataset: a ``datasets.IterableDataset`` (``streaming``) or a map-style ``datasets.Dataset``.
 
-    ``data``: a folder of images (searched recursively; ``imagefolder``), a folder or file of
-    ``.parquet`` shards, or of webdataset ``.tar`` shards. ``dataset_name``: a Hub dataset id
-    (needs ``split``). ``split`` defaults to ``"train"`` for local data (``datasets``' name for
-    unsplit files).
+    ``data``: a folder of images (searched recursively; ``imagefolder``, class labels from subfolders), a
+    folder or file of ``.parquet`` shards, or of webdataset ``.tar`` shards. ``dataset_name``: a Hub dataset
+    id (needs ``split``; ``config_name`` its configuration). ``split`` defaults to ``"train"`` for local data
+    (``datasets``' name for unsplit files). ``option``: how error messages name ``data``.
     """
     import datasets
 
@@ -73,9 +78,9 @@ def load_image_dataset(data: str | None = None, dataset_name: str | None = None,
     if dataset_name is not None:
         if split is None:
             raise ValueError(f"dataset_name={dataset_name!r} needs a split (e.g. 'validation')")
-        return datasets.load_dataset(dataset_name, split=split, streaming=True)
-    builder, kwargs = _loader_for(Path(data), split)
-    return datasets.load_dataset(builder, split=split or "train", streaming=True, **kwargs)
+        return datasets.load_dataset(dataset_name, config_name, split=split, streaming=streaming)
+    builder, kwargs = _loader_for(Path(data), split, option)
+    return datasets.load_dataset(builder, split=split or "train", streaming=streaming, **kwargs)
 
 
 def image_column(dataset) -> str:
@@ -98,18 +103,6 @@ def image_column(dataset) -> str:
     raise ValueError(f"the dataset has no image column; columns: {names}")
 
 
-def preprocess_image(image, resolution: int) -> torch.Tensor:
-    """PIL image, path or array -> ``(3, resolution, resolution)`` in ``[-1, 1]``.
-
-    The package's evaluation transform: :func:`coda_hf.image_io.load_image` (mode conversions) then
-    :func:`coda_hf.data.transforms.center_crop_resize` (central square, bicubic resize).
-    """
-    from ..data.transforms import center_crop_resize
-    from ..image_io import load_image
-
-    return center_crop_resize(load_image(image), int(resolution))
-
-
 def image_batches(
     dataset,
     resolution: int,
@@ -128,7 +121,7 @@ def image_batches(
     import datasets
     from datasets.distributed import split_dataset_by_node
 
-    from ..image_io import ImageLoadError
+    from ..image_io import ImageLoadError, load_pixel_values
 
     if batch_size < 1 or resolution < 1:
         raise ValueError(f"batch_size and resolution must be >= 1; got {batch_size}, {resolution}")
@@ -144,7 +137,7 @@ def image_batches(
     for position, example in enumerate(dataset):
         cell = example[column]
         try:
-            batch.append(preprocess_image(cell, resolution))
+            batch.append(load_pixel_values(cell, resolution))
         except ImageLoadError as e:
             name = (cell.get("path") if isinstance(cell, dict) else None) or f"example {position} (rank {rank})"
             logger.warning("skipping unreadable image %s: %s", name, e)

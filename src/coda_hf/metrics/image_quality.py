@@ -17,13 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..image_io import load_image, to_uint8_range  # noqa: F401  (to_uint8_range: the one [-1, 1] -> 8-bit mapping)
+
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
-
-
-def to_uint8_range(images: torch.Tensor) -> torch.Tensor:
-    """``[-1, 1]`` images -> float64 values in ``{0, ..., 255}`` (clamped and rounded like saving a PNG)."""
-    return ((images.detach().double() + 1.0) * 127.5).clamp(0, 255).round()
 
 
 def _pair(prediction: torch.Tensor, reference: torch.Tensor, fn: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,14 +86,17 @@ def ssim(
 def image_to_tensor(image) -> torch.Tensor:
     """PIL image, ``(H, W[, C])`` array or ``(C, H, W)`` tensor -> ``(C, H, W)`` float64 tensor (values kept).
 
-    PIL images are converted to RGB. This is how the ``evaluate`` modules read their inputs.
+    PIL images become 8-bit RGB by :func:`coda_hf.image_io.load_image`'s rules. This is how the ``evaluate``
+    modules read their inputs.
     """
+    from PIL import Image
+
     if isinstance(image, torch.Tensor):
         if image.ndim != 3:
             raise ValueError(f"image tensors must be (C, H, W); got {tuple(image.shape)}")
         return image.detach().double()
-    if hasattr(image, "convert"):
-        image = image.convert("RGB")
+    if isinstance(image, Image.Image):
+        image = load_image(image)
     array = np.asarray(image, dtype=np.float64)
     if array.ndim == 2:
         array = array[..., None]

@@ -13,6 +13,7 @@ from diffusers import DiffusionPipeline
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 
+from ..image_io import tensor_to_pil  # noqa: F401  (re-exported: the package's one way back to PIL)
 from ..maskgit.modeling_maskgit import MaskGitTransformer
 from ..maskgit.scheduler import MaskGitScheduler
 from ..quantizers.output import unflatten_indices
@@ -49,12 +50,6 @@ def _downsample_factor(tokenizer) -> int:
             f"tokenizer {type(tokenizer).__name__} has no downsample_factor (attribute or config)"
         )
     return int(factor)
-
-
-def tensor_to_pil(images: torch.Tensor) -> list[PIL.Image.Image]:
-    """``(B, 3, H, W)`` in ``[-1, 1]`` -> list of RGB PIL images."""
-    arr = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return [PIL.Image.fromarray(a) for a in arr.permute(0, 2, 3, 1).cpu().numpy().astype(np.uint8)]
 
 
 class CodaMaskGitPipeline(DiffusionPipeline):

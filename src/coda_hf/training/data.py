@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import io
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..image_io import list_image_files
+from ..image_io import list_image_files, load_image, load_pixel_values
 from .config import TrainingConfig
 
 logger = logging.getLogger(__name__)
@@ -131,15 +130,16 @@ def build_transform(config: TrainingConfig) -> Callable[..., torch.Tensor]:
     """``transform(image, generator=g)`` -> ``(3, resolution, resolution)`` in [-1, 1].
 
     Random-resized crop (area in ``[crop_scale_min, 1]``) and horizontal flip; ``crop_scale_min=1``
-    takes the central square instead of a random crop.
+    takes the package's evaluation policy instead (:func:`coda_hf.image_io.load_pixel_values`: shorter side
+    to ``resolution``, central square; untouched when the image has that size).
     """
-    from ..data.transforms import center_crop_resize, random_resized_crop_and_flip
+    from ..data.transforms import random_resized_crop_and_flip
 
     size, flip_p = config.resolution, 0.5 if config.random_flip else 0.0
     if config.crop_scale_min >= 1.0:
 
         def center(image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
-            pixels = center_crop_resize(image, size)  # (3, size, size)
+            pixels = load_pixel_values(image, size)  # (3, size, size)
             if flip_p and float(torch.rand((), generator=generator)) < flip_p:
                 pixels = pixels.flip(-1)
             return pixels
@@ -156,22 +156,12 @@ def build_transform(config: TrainingConfig) -> Callable[..., torch.Tensor]:
 
 # ------------------------------------------------------------------------------------ decoding
 def decode_image(value: Any) -> tuple[Image.Image, str | None]:
-    """A raw image cell (``{"bytes", "path"}``, bytes, a path or a PIL image) -> RGB image, path."""
-    path = None
-    if isinstance(value, Image.Image):
-        image = value
-    else:
-        if isinstance(value, dict):
-            path, data = value.get("path"), value.get("bytes")
-        elif isinstance(value, (bytes, bytearray)):
-            data = value
-        elif isinstance(value, str):
-            path, data = value, None
-        else:
-            raise ValueError(f"unsupported image cell of type {type(value).__name__}")
-        image = Image.open(io.BytesIO(data) if data is not None else path)
-    image.load()  # force the decode now so a truncated file fails here
-    return image.convert("RGB"), path
+    """A raw image cell (``{"bytes", "path"}``, bytes, a path or a PIL image) -> RGB image (the rules of
+    :func:`coda_hf.image_io.load_image`: EXIF orientation, alpha on white, 16-bit), its path."""
+    if not isinstance(value, (Image.Image, dict, bytes, bytearray, str)):
+        raise ValueError(f"unsupported image cell of type {type(value).__name__}")
+    path = value.get("path") if isinstance(value, dict) else value if isinstance(value, str) else None
+    return load_image(value), path
 
 
 def sample_seed(*parts: int) -> int:

@@ -17,28 +17,15 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-import PIL.Image
 import torch
 
+from ..image_io import load_pixel_values
 from ..quantizers.output import flatten_indices
 
 logger = logging.getLogger(__name__)
 
 TOKEN_COLUMN = "token_ids"
 LABEL_COLUMN = "class_labels"
-
-
-def image_to_tensor(image: PIL.Image.Image, resolution: int) -> torch.Tensor:
-    """Resize the shorter side to ``resolution`` (bicubic), center-crop -> ``(3, R, R)`` float in ``[-1, 1]``."""
-    image = image.convert("RGB")
-    w, h = image.size
-    scale = resolution / min(w, h)
-    nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
-    image = image.resize((nw, nh), PIL.Image.BICUBIC)
-    left, top = (nw - resolution) // 2, (nh - resolution) // 2
-    image = image.crop((left, top, left + resolution, top + resolution))
-    arr = np.asarray(image, dtype=np.float32) / 127.5 - 1.0  # (R, R, 3)
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
 def tokenizer_fingerprint(tokenizer: torch.nn.Module) -> str:
@@ -95,7 +82,8 @@ def pretokenize_dataset(
     Args:
         dataset: a map-style image dataset (e.g. ``load_dataset("imagefolder", data_dir=...)["train"]``).
         tokenizer: any coda_hf tokenizer (``encode(images).indices``); put in eval mode here.
-        resolution: images are resized + center-cropped to ``resolution`` x ``resolution``.
+        resolution: images take the package's image path (:func:`coda_hf.image_io.load_pixel_values`: shorter
+            side to ``resolution``, then the central square), as in training and evaluation.
         image_column / label_column: column names; ``label_column=None`` labels everything 0.
     """
     for column in [image_column] + ([label_column] if label_column else []):
@@ -111,7 +99,7 @@ def pretokenize_dataset(
     token_rows, label_rows = [], []
     for start in range(0, len(dataset), batch_size):
         batch = dataset[start : start + batch_size]
-        images = torch.stack([image_to_tensor(im, resolution) for im in batch[image_column]]).to(device)
+        images = torch.stack([load_pixel_values(im, resolution) for im in batch[image_column]]).to(device)
         indices = tokenizer.encode(images).indices  # [(B, h_l, w_l)] * L
         token_rows.append(flatten_indices(indices).cpu().numpy().astype(np.int32))  # (B, N)
         labels = batch[label_column] if label_column else [0] * images.shape[0]
@@ -135,7 +123,6 @@ def pretokenize_dataset(
 __all__ = [
     "LABEL_COLUMN",
     "TOKEN_COLUMN",
-    "image_to_tensor",
     "pretokenize_dataset",
     "token_cache_path",
     "tokenizer_fingerprint",

@@ -22,8 +22,8 @@ from accelerate.data_loader import skip_first_batches
 from accelerate.logging import get_logger
 from diffusers.utils import make_image_grid
 
-from ..image_io import list_image_files
 from ..maskgit import MaskGitConfig, MaskGitScheduler, MaskGitTransformer
+from ..metrics.eval_data import load_image_dataset
 from ..models.loading import load_tokenizer
 from ..pipelines.maskgit import CodaMaskGitPipeline
 from ..settings import Settings, default_of, option
@@ -104,7 +104,7 @@ class MaskGitTrainingConfig(Settings):
     output_dir: str = option(help="checkpoints, logs, samples, prior/ and pipeline/ go here (one live trainer at a time)")
     tokenizer_class: str | None = option(None, "'module:Class' of the tokenizer when its config does not name a coda_hf class")
     # data
-    train_data_dir: str | None = option(None, "local image folder (datasets imagefolder)")
+    train_data_dir: str | None = option(None, "local image folder (labels from subfolders) or parquet / webdataset shards")
     dataset_name: str | None = option(None, "Hub dataset name (instead of train_data_dir)")
     dataset_config_name: str | None = option(None, "config of dataset_name")
     dataset_split: str = option("train", "split to train on")
@@ -170,21 +170,13 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def load_image_dataset(config: MaskGitTrainingConfig) -> datasets.Dataset:
-    if config.train_data_dir is not None:
-        # Every image of the folder, whatever its name (explicit data_files: no split-by-file-name);
-        # class labels still come from the subfolder names.
-        images = list_image_files(config.train_data_dir) if Path(config.train_data_dir).is_dir() else []
-        if not images:
-            raise FileNotFoundError(f"--train_data_dir {config.train_data_dir!r} is not a folder of images")
-        if config.dataset_split != "train":
-            raise ValueError(f"--dataset_split {config.dataset_split!r} applies to --dataset_name; a "
-                             "--train_data_dir folder is one split of all its images")  # fmt: skip
-        ds = datasets.load_dataset("imagefolder", data_files={"train": images}, split="train")
-    else:
-        ds = datasets.load_dataset(
-            config.dataset_name, config.dataset_config_name, split=config.dataset_split
-        )
+def training_images(config: MaskGitTrainingConfig) -> datasets.Dataset:
+    """The map-style image dataset to pre-tokenise (:func:`coda_hf.metrics.eval_data.load_image_dataset`: a
+    folder is every image in it, class labels from subfolder names), its first ``max_train_samples``."""
+    ds = load_image_dataset(
+        config.train_data_dir, config.dataset_name, config.dataset_split, streaming=False,
+        config_name=config.dataset_config_name, option="--train_data_dir",
+    )  # fmt: skip
     if config.max_train_samples is not None:
         ds = ds.select(range(min(config.max_train_samples, len(ds))))
     return ds
@@ -245,7 +237,7 @@ class MaskGitTrainer(Trainer):
         self.tokenizer.requires_grad_(False)
         cache_dir = config.token_cache_dir or str(self.output_dir / "token_cache")
         with accelerator.main_process_first():
-            images = load_image_dataset(config)
+            images = training_images(config)
             token_ds = pretokenize_dataset(
                 images, self.tokenizer, cache_dir, config.resolution, config.image_column, config.label_column,
                 batch_size=config.tokenize_batch_size, device=accelerator.device,
