@@ -11,6 +11,7 @@ import torch
 from _helpers_metrics import tiny_autoencoder_kl, tiny_vqgan, write_images
 from PIL import Image
 
+from coda_hf.image_io import load_pixel_values
 from coda_hf.metrics import (
     EVALUATE_MODULES,
     CodebookStatistics,
@@ -31,7 +32,6 @@ from coda_hf.metrics import (
     to_uint8_range,
     trace_sqrtm_product,
 )
-from coda_hf.image_io import load_pixel_values
 from coda_hf.metrics.eval_data import image_batches, load_image_dataset
 from coda_hf.metrics.evaluation import MARKDOWN_HEADER
 from coda_hf.metrics.plots import (

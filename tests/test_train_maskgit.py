@@ -12,9 +12,9 @@ import torch
 from _helpers_maskgit import TinyMultiScaleTokenizer, tiny_coda_tokenizer, tiny_vqgan_tokenizer
 from accelerate.state import AcceleratorState
 
+from coda_hf.image_io import load_pixel_values
 from coda_hf.maskgit import MaskGitTransformer
 from coda_hf.pipelines.maskgit import CodaMaskGitPipeline
-from coda_hf.image_io import load_pixel_values
 from coda_hf.training.maskgit_data import pretokenize_dataset, token_cache_path
 from coda_hf.training.maskgit_trainer import MaskGitTrainingConfig, latest_checkpoint, load_tokenizer
 
