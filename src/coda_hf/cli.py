@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
         module.register(sub)
     _add_to_every_parser(parser, "--debug", action="store_true", default=False,
-                         help="show the full traceback of an error")  # fmt: skip
+                         help="show the full traceback of an error (default: off)")  # fmt: skip
     return parser
 
 

@@ -30,9 +30,15 @@ import typing
 from pathlib import Path
 from typing import Any, ClassVar
 
-import yaml
-
 _MISSING = dataclasses.MISSING
+
+
+def _yaml():
+    """PyYAML, imported when a value is parsed or written (so that importing this module, as
+    :func:`coda_hf.quantizers.build_quantizer` does, costs the standard library alone)."""
+    import yaml
+
+    return yaml
 
 
 def option(default: Any = _MISSING, help: str = "", *, default_factory: Any = _MISSING) -> Any:  # noqa: A002
@@ -72,10 +78,33 @@ def _copy(value: Any) -> Any:
     return json.loads(json.dumps(value)) if isinstance(value, (dict, list)) else value
 
 
-def _unknown(kind: str, key: str, valid: typing.Iterable[str], prefix: str = "") -> str:
+def _unknown(kind: str, key: str, valid: typing.Iterable[str], prefix: str = "", quote: bool = False) -> str:
+    show = repr if quote else str  # quoted: keyword arguments in Python; bare: --flags and YAML keys
     close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
-    hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
-    return f"unknown {kind} {prefix}{key}{hint}"
+    hint = f" (did you mean {show(prefix + close[0])}?)" if close else ""
+    return f"unknown {kind} {show(prefix + key)}{hint}"
+
+
+def check_arguments(target: Any, values: dict[str, Any], source: str) -> dict[str, Any]:
+    """``values`` checked against the signature of ``target`` (a function, or a class: its ``__init__``), the
+    mechanism of :class:`Settings` applied to a constructor: every key must be a parameter (an unknown one is
+    an error naming it and the closest valid one) and every value of the parameter's annotated type (a
+    string of a number, list or mapping parsed as YAML; an int taken for a float). Returns the typed copy.
+    A ``**kwargs`` parameter takes any key; unannotated parameters take any value."""
+    import inspect
+
+    function = target.__init__ if isinstance(target, type) else target
+    parameters = dict(inspect.signature(function).parameters)
+    parameters.pop("self", None)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return dict(values)
+    hints = typing.get_type_hints(function)
+    out = {}
+    for key, value in values.items():
+        if key not in parameters:
+            raise ValueError(f"{source}: {_unknown('option', key, parameters, quote=True)}; options: {list(parameters)}")
+        out[key] = _coerce(key, value, hints[key], source) if key in hints else value
+    return out
 
 
 def _base_type(tp: Any) -> tuple[Any, bool]:
@@ -157,7 +186,7 @@ class Settings:
             if sub and not is_mapping:
                 raise ValueError(f"command line: --{key}: option {base} is not a mapping")
             if sub:  # --a.b.c v -> {"a": {"b": {"c": v}}}
-                nested: Any = yaml.safe_load(value) if isinstance(value, str) else value
+                nested: Any = _yaml().safe_load(value) if isinstance(value, str) else value
                 for part in reversed(sub.split(".")):
                     nested = {part: nested}
                 data[base] = deep_merge(_parse_mapping(data.get(base), base), nested)
@@ -202,7 +231,7 @@ class Settings:
         data = self.to_dict()
         (directory / f"{stem}.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         if yaml_too:
-            (directory / f"{stem}.yaml").write_text(yaml.safe_dump(data, sort_keys=True))
+            (directory / f"{stem}.yaml").write_text(_yaml().safe_dump(data, sort_keys=True))
 
 
 def _show(value: Any) -> str:
@@ -213,7 +242,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--config: no such file {str(path)!r}")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = _yaml().safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"--config {path}: expected a mapping of option: value, got {type(data).__name__}")
     return data
@@ -247,7 +276,7 @@ def _split_flags(argv: list[str], is_flag) -> list[tuple[str, Any]]:
 def _parse_mapping(value: Any, name: str) -> dict[str, Any]:
     if value is None:
         return {}
-    parsed = yaml.safe_load(value) if isinstance(value, str) else value
+    parsed = _yaml().safe_load(value) if isinstance(value, str) else value
     if not isinstance(parsed, dict):
         raise ValueError(f"option {name} expects a mapping; got {value!r}")
     return parsed
@@ -261,11 +290,11 @@ def _coerce(name: str, value: Any, tp: Any, source: str) -> Any:
         raise ValueError(f"{source}: option {name} may not be None")
     origin = typing.get_origin(base) or base
     if isinstance(value, str) and origin in (dict, list, bool, int, float):
-        parsed = yaml.safe_load(value) if value.strip() else value
+        parsed = _yaml().safe_load(value) if value.strip() else value
         if origin is list and isinstance(parsed, (int, float)):
             parsed = [parsed]
         elif origin is list and isinstance(parsed, str):
-            parsed = [yaml.safe_load(p) for p in parsed.split(",") if p.strip()]  # "2,3"
+            parsed = [_yaml().safe_load(p) for p in parsed.split(",") if p.strip()]  # "2,3"
         value = parsed
     try:
         return _convert(value, origin, base)
@@ -297,4 +326,4 @@ def _convert(value: Any, origin: Any, base: Any) -> Any:
     return value
 
 
-__all__ = ["Settings", "deep_merge", "default_of", "option", "read_yaml"]
+__all__ = ["Settings", "check_arguments", "deep_merge", "default_of", "option", "read_yaml"]

@@ -15,9 +15,14 @@ Importing this module registers, once:
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
+import inspect
 import json
 import logging
 import os
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,32 +46,39 @@ from .pipelines.tokenization import TASK, CodaTokenizerPipeline
 
 logger = logging.getLogger(__name__)
 
-# CodaVQModel constructor arguments that CodaVQConfig mirrors (model_type is the class attribute).
-CODA_CONFIG_KEYS = (
-    "vae_config", "shift_factor", "scaling_factor", "encoder_lora_rank", "encoder_lora_alpha",
-    "encoder_lora_target_modules", "decoder_lora_rank", "decoder_lora_alpha", "decoder_lora_target_modules",
-    "quantizer", "sample_posterior",
-)  # fmt: skip
 # from_pretrained keyword arguments that locate files (transformers' and huggingface_hub's names).
 _DOWNLOAD_KWARGS = ("subfolder", "revision", "cache_dir", "local_files_only", "token", "force_download", "proxies")
 
 
-class CodaVQConfig(PretrainedConfig):
-    """transformers view of a :class:`~coda_hf.models.CodaVQModel` config (same keys, same file)."""
+def config_fields(function: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A class namespace whose annotated attributes are ``function``'s keyword arguments (type hints and
+    defaults; a list or dict default copied per instance): the fields of a transformers config that mirrors
+    a constructor, derived from its signature instead of kept by hand."""
+    hints = typing.get_type_hints(function)
+    namespace: dict[str, Any] = {"__annotations__": {}}
+    for name, parameter in inspect.signature(function).parameters.items():
+        if name == "self" or name in skip or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        if parameter.default is inspect.Parameter.empty:
+            raise TypeError(f"{function.__qualname__}: argument {name!r} has no default; a config field needs one")
+        namespace["__annotations__"][name] = hints.get(name, Any)
+        default = parameter.default
+        mutable = isinstance(default, (list, dict))
+        namespace[name] = dataclasses.field(default_factory=functools.partial(copy.deepcopy, default)) if mutable else default
+    return namespace
+
+
+# CodaVQConfig's fields: every CodaVQModel constructor argument (model_type is the class attribute below).
+_CODA_FIELDS = config_fields(CodaVQModel.__init__, skip=("model_type",))
+CODA_CONFIG_KEYS = tuple(_CODA_FIELDS["__annotations__"])
+_CodaVQFields = types.new_class("_CodaVQFields", (PretrainedConfig,), exec_body=lambda ns: ns.update(_CODA_FIELDS))
+
+
+class CodaVQConfig(_CodaVQFields):
+    """transformers view of a :class:`~coda_hf.models.CodaVQModel` config (same keys, same file): its fields are
+    the model's constructor arguments with their types and defaults (:func:`config_fields`)."""
 
     model_type = MODEL_TYPE
-
-    vae_config: dict | None = None
-    shift_factor: float = 0.0
-    scaling_factor: float = 1.0
-    encoder_lora_rank: int = 0
-    encoder_lora_alpha: float | None = None
-    encoder_lora_target_modules: list | None = None
-    decoder_lora_rank: int = 0
-    decoder_lora_alpha: float | None = None
-    decoder_lora_target_modules: list | None = None
-    quantizer: dict | None = None
-    sample_posterior: bool = True
 
     # The file transformers' from_pretrained reads (not a config field: transformers drops it on save). A CodaVQ
     # directory is written by diffusers; CodaVQForTokenization.from_pretrained names the variant / shard index.

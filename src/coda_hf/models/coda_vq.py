@@ -24,7 +24,7 @@ from diffusers import AutoencoderKL
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
-from ..quantizers import build_quantizer
+from ..quantizers.base import quantizer_from_config
 from ..quantizers.multiscale import MAR_SCALES
 from ..settings import deep_merge
 from .lora import add_conv_lora, merge_conv_lora
@@ -60,9 +60,11 @@ class CodaVQModel(DiscreteTokenizerMixin, ModelMixin, ConfigMixin):
         encoder_lora_rank / encoder_lora_alpha / encoder_lora_target_modules: LoRA on the encoder's Conv2d
             layers whose names end with a target (rank 0: no LoRA; alpha ``None``: equal to the rank).
         decoder_lora_rank / decoder_lora_alpha / decoder_lora_target_modules: the same for the decoder.
-        quantizer: ``{"name": <registered quantizer>, **kwargs}``; ``dim`` defaults to the VAE's latent
-            channels. Default: CODA's multi-scale residual attention quantizer, 10 levels (MAR scales), one
-            shared codebook of 65536 codes. The saved config holds the quantizer's full arguments.
+        quantizer: ``{"name": <registered quantizer>, **kwargs}``, checked and typed by the quantizer's own
+            signature (:func:`~coda_hf.quantizers.base.quantizer_config`: an unknown argument is an error naming
+            the closest valid one); ``dim`` defaults to the VAE's latent channels. Default: CODA's multi-scale
+            residual attention quantizer, 10 levels (MAR scales), one shared codebook of 65536 codes. The saved
+            config holds the quantizer's full arguments.
         sample_posterior: in training, quantize a sample of the VAE posterior (as the authors do); eval always
             uses the posterior mean.
         model_type: fixed ``"coda_vq"``; stored so transformers' ``AutoConfig`` reads the same config.json.
@@ -93,15 +95,8 @@ class CodaVQModel(DiscreteTokenizerMixin, ModelMixin, ConfigMixin):
             raise ValueError("scaling_factor must be non-zero")
         self.vae = AutoencoderKL.from_config(dict(vae_config or {}))
         self.vae.requires_grad_(False)  # the base VAE is frozen; LoRA and the quantizer train
-        latent_channels = int(self.vae.config.latent_channels)
-        qcfg = dict(quantizer if quantizer is not None else coda_quantizer(MAR_SCALES, DEFAULT_CODEBOOK_SIZE))
-        if "name" not in qcfg:
-            raise ValueError(f"quantizer config needs a 'name' (a registered quantizer); got {qcfg}")
-        name = qcfg.pop("name")
-        qcfg.setdefault("dim", latent_channels)
-        self.quantizer = build_quantizer(name, **qcfg)
-        if getattr(self.quantizer, "dim", latent_channels) != latent_channels:
-            raise ValueError(f"quantizer dim {self.quantizer.dim} must equal the VAE latent channels {latent_channels}")
+        spec = quantizer if quantizer is not None else coda_quantizer(MAR_SCALES, DEFAULT_CODEBOOK_SIZE)
+        self.quantizer = quantizer_from_config(spec, int(self.vae.config.latent_channels), "the VAE latent channels")
         lora = {
             "encoder": (encoder_lora_rank, encoder_lora_alpha, encoder_lora_target_modules),
             "decoder": (decoder_lora_rank, decoder_lora_alpha, decoder_lora_target_modules),

@@ -15,7 +15,7 @@ from diffusers.models.autoencoders.vae import Decoder, Encoder
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from ..quantizers import build_quantizer
+from ..quantizers.base import quantizer_from_config
 from .outputs import CodaEncoderOutput, CodaVQOutput
 from .tokenizer_mixin import DiscreteTokenizerMixin
 
@@ -40,8 +40,8 @@ class VQGANModel(DiscreteTokenizerMixin, ModelMixin, ConfigMixin):
         latent_channels: encoder output channels (taming ``z_channels``).
         embed_dim: quantizer channels; ``quant_conv`` maps ``latent_channels -> embed_dim``.
         mid_block_add_attention: self-attention in the encoder/decoder middle blocks.
-        quantizer: ``{"name": <registered quantizer>, **kwargs}`` for
-            :func:`coda_hf.quantizers.build_quantizer`; ``dim`` defaults to ``embed_dim``. Default
+        quantizer: ``{"name": <registered quantizer>, **kwargs}``, checked and typed by the quantizer's own
+            signature (:func:`~coda_hf.quantizers.base.quantizer_config`); ``dim`` defaults to ``embed_dim``. Default
             ``{"name": "vq", "codebook_size": 1024}``. The saved config holds the quantizer's full
             argument set.
     """
@@ -69,11 +69,6 @@ class VQGANModel(DiscreteTokenizerMixin, ModelMixin, ConfigMixin):
             raise ValueError(
                 f"norm_num_groups={norm_num_groups} must divide every block_out_channels entry; {bad} do not"
             )
-        qcfg = dict(DEFAULT_QUANTIZER if quantizer is None else quantizer)
-        if "name" not in qcfg:
-            raise ValueError(f"quantizer config needs a 'name' (a registered quantizer); got {qcfg}")
-        name = qcfg.pop("name")
-        qcfg.setdefault("dim", embed_dim)
         self.encoder = Encoder(
             in_channels=in_channels,
             out_channels=latent_channels,
@@ -86,9 +81,7 @@ class VQGANModel(DiscreteTokenizerMixin, ModelMixin, ConfigMixin):
             mid_block_add_attention=mid_block_add_attention,
         )
         self.quant_conv = nn.Conv2d(latent_channels, embed_dim, 1)
-        self.quantizer = build_quantizer(name, **qcfg)
-        if getattr(self.quantizer, "dim", embed_dim) != embed_dim:
-            raise ValueError(f"quantizer dim {self.quantizer.dim} must equal embed_dim {embed_dim}")
+        self.quantizer = quantizer_from_config(DEFAULT_QUANTIZER if quantizer is None else quantizer, embed_dim, "embed_dim")
         self.post_quant_conv = nn.Conv2d(embed_dim, latent_channels, 1)
         self.decoder = Decoder(
             in_channels=latent_channels,

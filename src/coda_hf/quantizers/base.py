@@ -17,11 +17,13 @@ import difflib
 import functools
 import inspect
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..settings import check_arguments
 from .output import QuantizerOutput, flatten_indices, unflatten_indices
 from .stats import UsageTracker, single_level_stats
 
@@ -45,20 +47,53 @@ def register_quantizer(name: str):
     return deco
 
 
-def build_quantizer(name: str, **kwargs: Any) -> BaseQuantizer:
-    """Build a registered quantizer from its config string and JSON-safe kwargs."""
+def _registered(name: Any, source: str) -> type[BaseQuantizer]:
     if name not in QUANTIZER_REGISTRY:
-        raise ValueError(f"unknown quantizer {name!r}; registered: {sorted(QUANTIZER_REGISTRY)}")
-    cls = QUANTIZER_REGISTRY[name]
+        close = difflib.get_close_matches(str(name), list(QUANTIZER_REGISTRY), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"{source}: unknown quantizer {name!r}{hint}; registered: {sorted(QUANTIZER_REGISTRY)}")
+    return QUANTIZER_REGISTRY[name]
+
+
+def quantizer_config(spec: Mapping[str, Any], source: str = "quantizer") -> dict[str, Any]:
+    """A quantizer spec ``{"name": <registered quantizer>, **arguments}`` checked and typed by the quantizer's
+    own signature (:func:`coda_hf.settings.check_arguments`): an unknown name or argument is an error naming the
+    closest valid one, a value of the wrong type an error naming the argument. A stack's inner quantizer
+    (arguments ``quantizer`` + ``quantizer_kwargs``) is checked the same way against ITS signature, the error
+    naming the path (``quantizer.quantizer_kwargs.codebok_size``). Returns the typed copy (what a model
+    config stores)."""
+    if not isinstance(spec, Mapping) or "name" not in spec:
+        raise ValueError(f"{source} config needs a 'name' (a registered quantizer); got {spec!r}")
+    arguments = dict(spec)
+    cls = _registered(arguments.pop("name"), source)
+    config = {"name": cls.quantizer_name, **check_arguments(cls, arguments, source)}
     params = inspect.signature(cls.__init__).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        valid = [p for p in params if p != "self"]
-        for key in kwargs:
-            if key not in valid:
-                close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ValueError(f"quantizer {name!r}: unknown option {key!r}{hint}; options: {valid}")
-    return cls(**kwargs)
+    if "quantizer" in params and "quantizer_kwargs" in params:  # a stack: check its inner quantizer too
+        inner_name = config.get("quantizer", params["quantizer"].default)
+        inner = {"name": inner_name, **(config.get("quantizer_kwargs") or {})}
+        checked = quantizer_config(inner, f"{source}.quantizer_kwargs")
+        checked.pop("name")
+        if config.get("quantizer_kwargs") is not None:
+            config["quantizer_kwargs"] = checked
+    return config
+
+
+def build_quantizer(name: str, **kwargs: Any) -> BaseQuantizer:
+    """Build a registered quantizer from its config string and JSON-safe kwargs (checked and typed by
+    :func:`quantizer_config`)."""
+    config = quantizer_config({"name": name, **kwargs}, f"quantizer {name!r}")
+    return QUANTIZER_REGISTRY[config.pop("name")](**config)
+
+
+def quantizer_from_config(spec: Mapping[str, Any], dim: int, dim_name: str, source: str = "quantizer") -> BaseQuantizer:
+    """The quantizer a model config names (``{"name": ..., **arguments}``, :func:`quantizer_config`), with
+    ``dim`` (the model's latent channels, called ``dim_name`` in errors) filled in and checked."""
+    config = quantizer_config(spec, source)
+    config.setdefault("dim", dim)
+    quantizer = build_quantizer(**config)
+    if getattr(quantizer, "dim", dim) != dim:
+        raise ValueError(f"quantizer dim {quantizer.dim} must equal {dim_name} {dim}")
+    return quantizer
 
 
 class BaseQuantizer(nn.Module):
@@ -207,6 +242,8 @@ __all__ = [
     "UsageTracker",
     "build_quantizer",
     "flatten_indices",
+    "quantizer_config",
+    "quantizer_from_config",
     "register_quantizer",
     "unflatten_indices",
 ]
