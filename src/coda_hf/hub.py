@@ -61,6 +61,39 @@ def _metrics_rows(metrics: dict) -> list[tuple[str, float]]:
     return [(k, float(metrics[k])) for k in keys if isinstance(metrics.get(k), (int, float))]
 
 
+def _component_configs(model_dir: Path, kind: str) -> tuple[str, dict, dict]:
+    """``(model class, prior config, tokenizer config)`` of a saved pipeline, prior or tokenizer."""
+    if kind == "pipeline":
+        index = json.loads((model_dir / "model_index.json").read_text())
+        prior_config = _read_json(model_dir / "transformer" / "config.json") or {}
+        return index.get("_class_name", "CodaMaskGitPipeline"), prior_config, _read_json(model_dir / "tokenizer" / "config.json") or {}
+    if kind == "prior":
+        return "MaskGitTransformer", json.loads((model_dir / "config.json").read_text()), {}
+    tokenizer_config = json.loads((model_dir / "config.json").read_text())
+    return tokenizer_config.get("_class_name", "CodaVQModel"), {}, tokenizer_config
+
+
+def _eval_results(metrics: dict | None, dataset: str) -> tuple[list | None, str | None]:
+    """The card's model-index entries and its metrics table (``None`` without metrics)."""
+    from huggingface_hub import EvalResult
+
+    if not metrics:
+        return None, None
+    rows = _metrics_rows(metrics)
+    results = [
+        EvalResult(task_type="image-tokenization", task_name="Image reconstruction", dataset_type=str(dataset),
+                   dataset_name=str(dataset), metric_type=k, metric_name=k, metric_value=v)
+        for k, v in rows
+    ]  # fmt: skip
+    return results or None, "| metric | value |\n|---|---|\n" + "\n".join(f"| {k} | {v:.4g} |" for k, v in rows)
+
+
+def _downsample_factor(tokenizer_config: dict) -> int:
+    """A tokenizer's downsampling factor from its config (CodaVQModel: its VAE's; VQGANModel: its own)."""
+    widths = tokenizer_config.get("vae_config", tokenizer_config).get("block_out_channels", [0, 0, 0, 0])
+    return 2 ** (len(widths) - 1)
+
+
 def build_model_card(
     model_dir: str | Path,
     repo_id: str,
@@ -77,7 +110,7 @@ def build_model_card(
     ``metrics.json`` inside ``model_dir`` is used if present. ``base_model`` defaults to the
     source VAE recorded in the training configuration.
     """
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from huggingface_hub import ModelCard, ModelCardData
 
     model_dir = Path(model_dir)
     kind = detect_kind(model_dir)
@@ -91,29 +124,9 @@ def build_model_card(
     if datasets is None and training_config and training_config.get("dataset_name"):
         datasets = [training_config["dataset_name"]]
 
-    if kind == "pipeline":
-        index = json.loads((model_dir / "model_index.json").read_text())
-        model_class = index.get("_class_name", "CodaMaskGitPipeline")
-        prior_config = _read_json(model_dir / "transformer" / "config.json") or {}
-        tokenizer_config = _read_json(model_dir / "tokenizer" / "config.json") or {}
-    elif kind == "prior":
-        model_class, prior_config, tokenizer_config = "MaskGitTransformer", json.loads((model_dir / "config.json").read_text()), {}
-    else:
-        tokenizer_config = json.loads((model_dir / "config.json").read_text())
-        model_class, prior_config = tokenizer_config.get("_class_name", "CodaVQModel"), {}
-
-    eval_results = None
-    metrics_table = None
-    if metrics:
-        rows = _metrics_rows(metrics)
-        ds = dataset_name or metrics.get("dataset") or (datasets[0] if datasets else "custom")
-        eval_results = [
-            EvalResult(task_type="image-tokenization", task_name="Image reconstruction", dataset_type=str(ds),
-                       dataset_name=str(ds), metric_type=k, metric_name=k, metric_value=v)
-            for k, v in rows
-        ] or None
-        metrics_table = "| metric | value |\n|---|---|\n" + "\n".join(f"| {k} | {v:.4g} |" for k, v in rows)
-
+    model_class, prior_config, tokenizer_config = _component_configs(model_dir, kind)
+    eval_results, metrics_table = _eval_results(metrics, dataset_name or (metrics or {}).get("dataset") or
+                                                (datasets[0] if datasets else "custom"))  # fmt: skip
     is_tokenizer = kind == "tokenizer"
     # The Hub has no "image tokenization" task tag; generation cards use the generation tag.
     card_data = ModelCardData(
@@ -142,9 +155,7 @@ def build_model_card(
             quantizer_name=quantizer.get("name", "?"),
             codebook_size=quantizer.get("codebook_size", prior_config.get("codebook_size", "?")),
             levels=levels,
-            downsample_factor=2 ** (len(tokenizer_config.get("vae_config", {}).get("block_out_channels", [0, 0, 0, 0])) - 1)
-            if "vae_config" in tokenizer_config
-            else 2 ** (len(tokenizer_config.get("block_out_channels", [0, 0, 0, 0])) - 1),
+            downsample_factor=_downsample_factor(tokenizer_config),
             tokens_per_image=(metrics or {}).get("tokens_per_image") or sum(h * w for h, w in level_shapes) or None,
             resolution=(metrics or {}).get("resolution", "?"),
             num_classes=prior_config.get("num_classes", "?"),

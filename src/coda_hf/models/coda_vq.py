@@ -49,6 +49,19 @@ def _lora_sides(lora: dict[str, Any]) -> dict[str, Any]:
     return lora if ("encoder" in lora or "decoder" in lora) else {"encoder": lora, "decoder": lora}
 
 
+def _pretrained_vae(vae: Any, subfolder: str | None, loading_kwargs: dict[str, Any]) -> AutoencoderKL:
+    """``vae`` itself, or the ``AutoencoderKL`` a local directory or Hub id holds (:func:`~.loading.load_autoencoder_kl`)."""
+    if isinstance(vae, AutoencoderKL):
+        if subfolder is not None or loading_kwargs:
+            raise ValueError("subfolder / loading kwargs only apply when `vae` is a path or Hub id")
+        return vae
+    if isinstance(vae, (str, os.PathLike)):
+        from .loading import load_autoencoder_kl
+
+        return load_autoencoder_kl(vae, subfolder=subfolder, **loading_kwargs)
+    raise ValueError(f"vae must be an AutoencoderKL, a local directory or a Hub id; got {type(vae).__name__}")
+
+
 class CodaVQModel(DiscreteTokenizerMixin, ModelMixin, ConfigMixin):
     """CODA discrete tokenizer on top of a (frozen) diffusers ``AutoencoderKL``.
 
@@ -243,15 +256,7 @@ class CodaVQModel(DiscreteTokenizerMixin, ModelMixin, ConfigMixin):
             sample_posterior: see :class:`CodaVQModel`.
             vae_kwargs: passed to ``AutoencoderKL.from_pretrained`` (``revision``, ``torch_dtype``...).
         """
-        if isinstance(vae, AutoencoderKL):
-            if subfolder is not None or vae_kwargs:
-                raise ValueError("subfolder / loading kwargs only apply when `vae` is a path or Hub id")
-        elif isinstance(vae, (str, os.PathLike)):
-            from .loading import load_autoencoder_kl
-
-            vae = load_autoencoder_kl(vae, subfolder=subfolder, **vae_kwargs)
-        else:
-            raise ValueError(f"vae must be an AutoencoderKL, a local directory or a Hub id; got {type(vae).__name__}")
+        vae = _pretrained_vae(vae, subfolder, vae_kwargs)
         recipe = get_preset(preset) if preset is not None else {}
         factor = 2 ** (len(vae.config.block_out_channels) - 1)
         if recipe:

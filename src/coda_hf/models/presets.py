@@ -34,28 +34,22 @@ def coda_quantizer(scales, codebook_size: int = DEFAULT_CODEBOOK_SIZE, **attenti
     }
 
 
+def _recipe(latent_channels: int, downsample_factor: int, scaling_factor: float, scales, lora_targets=CONV_TARGETS,
+            shift_factor: float = 0.0) -> dict[str, Any]:
+    """A preset: the VAE's latent shape and factors, CODA's quantizer over ``scales``, rank-32 LoRA."""
+    return {
+        "latent_channels": latent_channels, "downsample_factor": downsample_factor, "shift_factor": shift_factor,
+        "scaling_factor": scaling_factor, "quantizer": coda_quantizer(scales),
+        "lora": {"rank": DEFAULT_LORA_RANK, "alpha": DEFAULT_LORA_RANK, "target_modules": list(lora_targets)},
+    }  # fmt: skip
+
+
 PRESETS: dict[str, dict[str, Any]] = {
-    "sd-vae": {
-        "latent_channels": 4, "downsample_factor": 8, "shift_factor": 0.0, "scaling_factor": 0.18215,
-        "quantizer": coda_quantizer(FLUX_SCALES),
-        "lora": {"rank": DEFAULT_LORA_RANK, "alpha": DEFAULT_LORA_RANK, "target_modules": CONV_TARGETS},
-    },
-    "sdxl-vae": {
-        "latent_channels": 4, "downsample_factor": 8, "shift_factor": 0.0, "scaling_factor": 0.13025,
-        "quantizer": coda_quantizer(FLUX_SCALES),
-        "lora": {"rank": DEFAULT_LORA_RANK, "alpha": DEFAULT_LORA_RANK, "target_modules": CONV_TARGETS},
-    },
-    "flux-vae": {
-        "latent_channels": 16, "downsample_factor": 8, "shift_factor": 0.1159, "scaling_factor": 0.3611,
-        "quantizer": coda_quantizer(FLUX_SCALES),
-        "lora": {"rank": DEFAULT_LORA_RANK, "alpha": DEFAULT_LORA_RANK, "target_modules": CONV_TARGETS},
-    },
-    "mar-vae": {
-        "latent_channels": 16, "downsample_factor": 16, "shift_factor": 0.0, "scaling_factor": 0.2325,
-        "quantizer": coda_quantizer(MAR_SCALES),
-        "lora": {"rank": DEFAULT_LORA_RANK, "alpha": DEFAULT_LORA_RANK, "target_modules": CONV_AND_RESAMPLE_TARGETS},
-    },
-}  # fmt: skip
+    "sd-vae": _recipe(4, 8, 0.18215, FLUX_SCALES),
+    "sdxl-vae": _recipe(4, 8, 0.13025, FLUX_SCALES),
+    "flux-vae": _recipe(16, 8, 0.3611, FLUX_SCALES, shift_factor=0.1159),
+    "mar-vae": _recipe(16, 16, 0.2325, MAR_SCALES, CONV_AND_RESAMPLE_TARGETS),
+}
 
 
 def get_preset(name: str) -> dict[str, Any]:

@@ -69,30 +69,17 @@ class VQGANModel(DiscreteTokenizerMixin, ModelMixin, ConfigMixin):
             raise ValueError(
                 f"norm_num_groups={norm_num_groups} must divide every block_out_channels entry; {bad} do not"
             )
-        self.encoder = Encoder(
-            in_channels=in_channels,
-            out_channels=latent_channels,
-            down_block_types=("DownEncoderBlock2D",) * len(block_out_channels),
-            block_out_channels=block_out_channels,
-            layers_per_block=layers_per_block,
-            norm_num_groups=norm_num_groups,
-            act_fn=act_fn,
-            double_z=False,
-            mid_block_add_attention=mid_block_add_attention,
-        )
+        # diffusers' Encoder / Decoder of this shape (what the two sides share)
+        shape = {"block_out_channels": block_out_channels, "layers_per_block": layers_per_block,
+                 "norm_num_groups": norm_num_groups, "act_fn": act_fn, "mid_block_add_attention": mid_block_add_attention}  # fmt: skip
+        levels = len(block_out_channels)
+        self.encoder = Encoder(in_channels=in_channels, out_channels=latent_channels,
+                               down_block_types=("DownEncoderBlock2D",) * levels, double_z=False, **shape)  # fmt: skip
         self.quant_conv = nn.Conv2d(latent_channels, embed_dim, 1)
         self.quantizer = quantizer_from_config(DEFAULT_QUANTIZER if quantizer is None else quantizer, embed_dim, "embed_dim")
         self.post_quant_conv = nn.Conv2d(embed_dim, latent_channels, 1)
-        self.decoder = Decoder(
-            in_channels=latent_channels,
-            out_channels=out_channels,
-            up_block_types=("UpDecoderBlock2D",) * len(block_out_channels),
-            block_out_channels=block_out_channels,
-            layers_per_block=layers_per_block,
-            norm_num_groups=norm_num_groups,
-            act_fn=act_fn,
-            mid_block_add_attention=mid_block_add_attention,
-        )
+        self.decoder = Decoder(in_channels=latent_channels, out_channels=out_channels,
+                               up_block_types=("UpDecoderBlock2D",) * levels, **shape)  # fmt: skip
         # Store the quantizer's complete, JSON-safe arguments so from_pretrained rebuilds it exactly.
         self.register_to_config(quantizer=self.quantizer.to_dict())
 

@@ -66,6 +66,22 @@ def ibq_quant_loss(
     return soft_mse + commit_mse + beta * codebook_mse
 
 
+def _check_init_options(init: str, init_sharpness: float, init_kmeans_iters: int, init_min_usage: float) -> None:
+    """``ValueError`` for an unknown ``init`` or an initialisation option it does not take."""
+    if init not in ATTENTION_INITS:
+        raise ValueError(f"init must be one of {ATTENTION_INITS}; got {init!r}")
+    if init_sharpness <= 0:
+        raise ValueError(f"init_sharpness must be > 0; got {init_sharpness}")
+    if init_kmeans_iters < 0:
+        raise ValueError(f"init_kmeans_iters must be >= 0 (0 = sampled values); got {init_kmeans_iters}")
+    if init_kmeans_iters and init != "data":
+        raise ValueError(f"init_kmeans_iters refines a data initialisation: it needs init='data'; got init={init!r}")
+    if not 0.0 <= init_min_usage < 1.0:
+        raise ValueError(f"init_min_usage is a fraction of the mean code usage in [0, 1); got {init_min_usage}")
+    if init_min_usage and init != "data":
+        raise ValueError(f"init_min_usage restarts codes of a data initialisation: it needs init='data'; got init={init!r}")
+
+
 @register_quantizer("attention")
 class AttentionQuantizer(BaseQuantizer):
     """CODA's attention-based quantizer: codes are chosen by softmax attention of features over the codebook.
@@ -174,18 +190,7 @@ class AttentionQuantizer(BaseQuantizer):
             raise ValueError(f"train_chunk_size must be >= 0 (0 = no chunking); got {train_chunk_size}")
         if chunk_size is not None and chunk_size < 0:
             raise ValueError(f"chunk_size must be >= 0 (0 = all tokens at once); got {chunk_size}")
-        if init not in ATTENTION_INITS:
-            raise ValueError(f"init must be one of {ATTENTION_INITS}; got {init!r}")
-        if init_sharpness <= 0:
-            raise ValueError(f"init_sharpness must be > 0; got {init_sharpness}")
-        if init_kmeans_iters < 0:
-            raise ValueError(f"init_kmeans_iters must be >= 0 (0 = sampled values); got {init_kmeans_iters}")
-        if init_kmeans_iters and init != "data":
-            raise ValueError(f"init_kmeans_iters refines a data initialisation: it needs init='data'; got init={init!r}")
-        if not 0.0 <= init_min_usage < 1.0:
-            raise ValueError(f"init_min_usage is a fraction of the mean code usage in [0, 1); got {init_min_usage}")
-        if init_min_usage and init != "data":
-            raise ValueError(f"init_min_usage restarts codes of a data initialisation: it needs init='data'; got init={init!r}")
+        _check_init_options(init, init_sharpness, init_kmeans_iters, init_min_usage)
         if rms_norm_eps is not None and not rms_norm_eps > 0:
             raise ValueError(f"rms_norm_eps must be > 0 (None: torch's default); got {rms_norm_eps}")
         if init in ("nearest", "data"):

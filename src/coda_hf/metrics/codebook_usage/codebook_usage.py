@@ -5,6 +5,7 @@ import evaluate
 import torch
 
 from coda_hf.metrics.codebook import CodebookStatistics
+from coda_hf.metrics.evaluate_modules import metric_info
 
 _DESCRIPTION = """Codebook statistics of a set of tokenized images: utilization (fraction of the codebook used
 at least once over the whole set), perplexity (exp of the entropy of code frequencies; K for a
@@ -28,12 +29,8 @@ Examples:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class CodebookUsage(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Sequence(datasets.Value("int64"))}),
-        )
+        tokens = datasets.Sequence(datasets.Value("int64"))
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, datasets.Features({"predictions": tokens}))
 
     def _compute(self, predictions, codebook_size=None):
         if codebook_size is None:

@@ -3,6 +3,7 @@
 import datasets
 import evaluate
 
+from coda_hf.metrics.evaluate_modules import metric_info
 from coda_hf.metrics.frechet import FrechetStatistics
 
 _DESCRIPTION = """Fréchet distance |mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) between Gaussians fitted to
@@ -29,15 +30,8 @@ Examples:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class FrechetDistance(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Sequence(datasets.Value("float64")),
-                 "references": datasets.Sequence(datasets.Value("float64"))}  # fmt: skip
-            ),
-        )
+        vectors = datasets.Sequence(datasets.Value("float64"))
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, datasets.Features({"predictions": vectors, "references": vectors}))
 
     def _compute(self, predictions, references):
         fake = FrechetStatistics.from_features(predictions)

@@ -1,9 +1,9 @@
 """PSNR between reconstructions and references, as an ``evaluate`` metric (math: ``coda_hf.metrics.psnr``)."""
 
-import datasets
 import evaluate
 
-from coda_hf.metrics.image_quality import image_to_tensor, psnr
+from coda_hf.metrics.evaluate_modules import IMAGE_PAIRS, metric_info, per_image
+from coda_hf.metrics.image_quality import psnr
 
 _DESCRIPTION = """Peak signal-to-noise ratio, 10 log10(data_range^2 / MSE), per image, averaged over images.
 Matches skimage.metrics.peak_signal_noise_ratio(reference, prediction, data_range=255)."""
@@ -28,14 +28,7 @@ Examples:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Psnr(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Image(), "references": datasets.Image()}),
-        )
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, IMAGE_PAIRS)
 
     def _compute(self, predictions, references, data_range=255.0):
-        values = [float(psnr(image_to_tensor(p), image_to_tensor(r), data_range=data_range)[0])
-                  for p, r in zip(predictions, references, strict=True)]  # fmt: skip
-        return {"psnr": sum(values) / len(values), "psnr_per_image": values}
+        return per_image(psnr, "psnr", predictions, references, data_range)

@@ -1,9 +1,9 @@
 """SSIM between reconstructions and references, as an ``evaluate`` metric (math: ``coda_hf.metrics.ssim``)."""
 
-import datasets
 import evaluate
 
-from coda_hf.metrics.image_quality import image_to_tensor, ssim
+from coda_hf.metrics.evaluate_modules import IMAGE_PAIRS, metric_info, per_image
+from coda_hf.metrics.image_quality import ssim
 
 _DESCRIPTION = """Structural similarity (Wang et al. 2004) with an 11x11 Gaussian window (sigma 1.5) and
 population covariances, averaged over channels, then over images. Matches
@@ -30,14 +30,7 @@ Examples:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Ssim(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Image(), "references": datasets.Image()}),
-        )
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, IMAGE_PAIRS)
 
     def _compute(self, predictions, references, data_range=255.0):
-        values = [float(ssim(image_to_tensor(p), image_to_tensor(r), data_range=data_range)[0])
-                  for p, r in zip(predictions, references, strict=True)]  # fmt: skip
-        return {"ssim": sum(values) / len(values), "ssim_per_image": values}
+        return per_image(ssim, "ssim", predictions, references, data_range)
