@@ -26,13 +26,6 @@ USAGE_ERRORS = (
 )
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error (usage stays available through ``--help``)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def _add_to_every_parser(parser: argparse.ArgumentParser, *flags: str, **kwargs) -> None:
     parser.add_argument(*flags, **kwargs)
     for action in parser._actions:
@@ -50,10 +43,14 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 class _Parser(argparse.ArgumentParser):
-    """Every command's ``--help`` shows each option's default."""
+    """Every command's ``--help`` shows each option's default; an error is one line (usage stays available
+    through ``--help``)."""
 
     def __init__(self, *args, formatter_class=_DefaultsFormatter, **kwargs):
         super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
         module.register(sub)
     _add_to_every_parser(parser, "--debug", action="store_true", default=False,
-                         help="show the full traceback of an error")  # fmt: skip
+                         help="show the full traceback of an error (default: off)")  # fmt: skip
     return parser
 
 
