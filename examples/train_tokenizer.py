@@ -6,7 +6,7 @@
 
 Every option of ``coda_hf.training.TrainingConfig`` is a ``--key value`` flag (``--help`` lists them with
 their defaults); ``--config file.yaml`` loads a YAML file first, mappings take nested keys
-(``--quantizer.quantizer_kwargs.codebook_size 16384``). See the "Training tokenizers" section of README.md.
+(``--quantizer.quantizer_kwargs.codebook_size 16384``). See docs/training.md.
 """
 
 import logging
