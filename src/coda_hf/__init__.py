@@ -13,15 +13,18 @@ Where things live:
   (diffusers);
 * ``coda_hf.losses`` / ``coda_hf.discriminators`` / ``coda_hf.training``: the training objective and loop;
 * ``coda_hf.metrics``: PSNR, SSIM, Fréchet distances, codebook statistics, the evaluation loop;
-* ``coda_hf.hub``: model cards and ``push_to_hub``; ``coda_hf.data``: offline real-image datasets.
+* ``coda_hf.hub``: model cards and ``push_to_hub``; ``coda_hf.data``: offline real-image datasets;
+* ``coda_hf.bundled``: the small pretrained models shipped in the package (``bundled_model(name)``);
+* ``coda_hf.app``: the interactive Gradio app of the VAE / VQ-VAE family (``coda-hf app``).
 """
 
 __version__ = "0.1.0"
 
 from . import transformers_integration  # noqa: F401  (registers the Auto classes and the pipeline task)
+from .bundled import bundled_model, bundled_models
 from .hub import HubPushError, build_model_card, push_to_hub
 from .maskgit import MaskGitConfig, MaskGitScheduler, MaskGitTransformer
-from .models import CodaVQModel, VQGANModel
+from .models import CodaVQModel, DenseVAE, VQGANModel
 from .pipelines.maskgit import CodaMaskGitPipeline, CodaMaskGitPipelineOutput
 from .pipelines.tokenization import CodaTokenizerPipeline
 from .quantizers import (
@@ -45,6 +48,7 @@ __all__ = [
     "CodaVQConfig",
     "CodaVQForTokenization",
     "CodaVQModel",
+    "DenseVAE",
     "FSQuantizer",
     "GumbelQuantizer",
     "HubPushError",
@@ -59,6 +63,8 @@ __all__ = [
     "VectorQuantizer",
     "__version__",
     "build_model_card",
+    "bundled_model",
+    "bundled_models",
     "push_to_hub",
     "build_quantizer",
 ]
