@@ -53,7 +53,7 @@ def app(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(app):
-    _, url = app
+    url = app[1]
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -62,7 +62,9 @@ def page(app):
         page.on("console", lambda m: page.console_errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: page.console_errors.append(f"page error: {e}"))
         page.goto(url)
-        page.wait_for_selector("#tokenize-curve svg polyline")  # the load event picked the first photo and ran
+        models, _ = app
+        levels = len(models.coda.level_shapes(models.resolution, models.resolution))
+        _wait_count(page, "#tokenize-levels-vqgan img", levels)  # the load event picked the first photo: all decoded
         yield page
         browser.close()
 
@@ -130,9 +132,9 @@ def test_tokenize_view_levels_and_comparison(page, app):
     page.get_by_label("bundled photo").click()
     page.get_by_role("option", name=models.photos[1].name).click()
     page.wait_for_function("t => document.querySelector('#tokenize-table').innerText !== t", arg=table)
-    page.wait_for_selector("#tokenize-curve svg polyline")  # the second answer: every level decoded
     for gallery in ("tokens-coda", "levels-coda", "tokens-vqgan", "levels-vqgan"):
         _wait_count(page, f"#tokenize-{gallery} img", levels)
+    page.wait_for_selector("#tokenize-curve svg polyline")  # PSNR after each level
     side = models.resolution * max(1, 256 // models.resolution)  # reconstructions are shown upscaled to ~256 px
     page.wait_for_function("() => [...document.querySelectorAll('#tokenize-levels-coda img')].every(i => i.naturalWidth > 0)")
     assert all(tuple(s) == (side, side) for s in _images(page, "#tokenize-levels-coda"))
@@ -206,7 +208,8 @@ def test_generate_view_steps(page):
     steps.fill("4")
     steps.press("Enter")
     page.locator("#gen-button").click()
-    _wait_count(page, "#gen-steps-gallery img", 4)
+    width, height = _natural_size(page, "#gen-steps-image img")
+    assert height >= 4 * 96 and width > height / 4  # one row per unmasking step
     _natural_size(page, "#gen-image img")
     _natural_size(page, "#gen-order img")
     _shot(page, "generate")

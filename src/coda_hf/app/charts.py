@@ -11,6 +11,11 @@ import math
 
 WIDTH, HEIGHT = 420, 220
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 48, 12, 26, 34
+# The style of the views' HTML tables (passed to each ``gr.HTML`` as its ``css_template``).
+TABLE_CSS = """
+.coda-table { border-collapse: collapse; font-size: 13px; }
+.coda-table td, .coda-table th { border: 1px solid #8884; padding: 3px 8px; text-align: left; }
+"""
 PALETTE = ("#2563eb", "#dc2626", "#059669", "#7c3aed", "#d97706", "#0891b2")
 
 

@@ -217,7 +217,7 @@ def tab(models, ctx) -> None:
             codebook = gr.Image(label="codebook on its 2-D PCA: grey codes, blue = used by this photo (area ~ count), "
                                 "orange x = each level's input, red = its chosen code (level number)",
                                 interactive=False, elem_id="codebook-pca")  # fmt: skip
-        table = gr.HTML(elem_id="codebook-table")
+        table = gr.HTML(elem_id="codebook-table", css_template=charts.TABLE_CSS)
         residual = gr.HTML(elem_id="codebook-residual")
 
     def run(name, photo, px, py):

@@ -125,7 +125,7 @@ def tab(models, ctx, demo) -> None:
             pair = gr.Image(label="image | reconstruction (chosen beta)", interactive=False, elem_id="elbo-pair")
             text = gr.HTML(elem_id="elbo-text")
         figure = gr.HTML(elem_id="elbo-figure")
-        gallery = gr.Gallery(object_fit="contain", label="every beta", columns=len(betas), height="auto", elem_id="elbo-gallery")
+        gallery = gr.Gallery(object_fit="contain", label="every beta", columns=len(betas), height=260, elem_id="elbo-gallery")
 
     @handler
     def run(array, log2_beta):

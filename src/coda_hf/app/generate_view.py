@@ -48,6 +48,22 @@ def order_image(decided_at: torch.Tensor, level_shapes, steps: int, size: int) -
     return side_by_side(*tiles)
 
 
+def stack_rows(rows: list[tuple[Image.Image, str]], label_width: int = 150, gap: int = 6, top: int = 32) -> Image.Image:
+    """``(picture, label)`` rows under each other on white, each label written left of its picture (``top``:
+    room for the label Gradio draws over the image's corner)."""
+    from PIL import ImageDraw
+
+    width = label_width + max(im.width for im, _ in rows)
+    canvas = Image.new("RGB", (width, top + sum(im.height + gap for im, _ in rows)), "white")
+    draw, y = ImageDraw.Draw(canvas), top
+    for im, label in rows:
+        canvas.paste(im, (label_width, y))
+        for k, line in enumerate(label.split("\n")):
+            draw.text((4, y + 4 + 14 * k), line, fill=(30, 30, 30))
+        y += im.height + gap
+    return canvas
+
+
 @torch.no_grad()
 def generate(prior: CodaMaskGitPipeline, steps: int, class_label: int | None, guidance: float, seed: int,
              on_step=None) -> dict:  # fmt: skip
@@ -65,14 +81,15 @@ def generate(prior: CodaMaskGitPipeline, steps: int, class_label: int | None, gu
     decided_at = (kept != mask_id).float().argmax(dim=0)  # (N,) first step with the token decided
     latent = (max(h for h, _ in level_shapes), max(w for _, w in level_shapes))
     images = prior.tokenizer.decode(unflatten_indices(guesses, level_shapes), latent_size=latent).clamp(-1, 1)
-    n, gallery = kept.shape[1], []
+    n, rows = kept.shape[1], []
     for t in range(len(kept)):
         grids = _level_maps(kept[t], level_shapes, mask_id, 96)
         done = int((kept[t] != mask_id).sum())
-        gallery.append((side_by_side(grids, upscale(to_pil(images[t]), grids.height)),
-                        f"step {t + 1}/{len(kept)}: {done}/{n} tokens decided; right: decoded full guess"))  # fmt: skip
+        rows.append((side_by_side(grids, upscale(to_pil(images[t]), grids.height)),
+                     f"step {t + 1}/{len(kept)}:\n{done}/{n} tokens decided"))  # fmt: skip
     return {"image": upscale(out.images[0]), "order": order_image(decided_at, level_shapes, len(kept), 96),
-            "steps": gallery, "tokens": out.tokens[0], "decided_at": decided_at}  # fmt: skip
+            "steps": stack_rows(rows), "rows": [label for _, label in rows], "tokens": out.tokens[0],
+            "decided_at": decided_at}  # fmt: skip
 
 
 def tab(models, ctx) -> None:
@@ -87,7 +104,7 @@ def tab(models, ctx) -> None:
             return
         classes = int(prior.transformer.config.num_classes)
         gr.Markdown(f"MaskGIT sampling from the prior over {prior.transformer.config.num_tokens} tokens: every step "
-                    "predicts all masked tokens and keeps the most confident ones. The gallery shows each step's "
+                    "predicts all masked tokens and keeps the most confident ones. Below: each step's "
                     "decided tokens (grey: still masked) and the image its full guess decodes to.")  # fmt: skip
         with gr.Row():
             steps = gr.Slider(1, 16, value=8, step=1, label="unmasking steps", elem_id="gen-steps")
@@ -100,7 +117,8 @@ def tab(models, ctx) -> None:
             image = gr.Image(label="sample", interactive=False, elem_id="gen-image")
             order = gr.Image(label="unmasking order per level (dark: early, bright: late)", interactive=False,
                              elem_id="gen-order")  # fmt: skip
-        gallery = gr.Gallery(object_fit="contain", label="step by step", columns=2, height="auto", elem_id="gen-steps-gallery")
+        gallery = gr.Image(label="step by step: each level's decided tokens (grey: masked), then the decoded full guess",
+                           interactive=False, elem_id="gen-steps-image")  # fmt: skip
 
     @handler
     def run(n_steps, class_name, scale, seed_value, progress=gr.Progress()):  # noqa: B008 (Gradio injects it)

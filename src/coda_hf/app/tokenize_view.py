@@ -8,6 +8,7 @@ own reconstruction. Bits per pixel: ``tokens * log2(codebook size) / pixels``. P
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -73,15 +74,15 @@ def run_tokenizer(name: str, model, x: torch.Tensor) -> Reconstruction:
     return result
 
 
-@torch.no_grad()
-def decode_levels(result: Reconstruction, model, x: torch.Tensor) -> Reconstruction:
-    """Add the reconstruction after each level (decoding the partial sums, coarse to fine) and its PSNR."""
-    partial = torch.cat(partial_latents(model, result.indices))  # (L, C, h, w)
-    recons = model.decode_latents(partial).clamp(-1, 1)  # (L, 3, R, R); the last is the full reconstruction
-    peaks, _ = _quality(recons, x) if len(recons) else (torch.zeros(0), None)
-    result.level_psnr = [float(p) for p in peaks]
-    result.levels = [upscale(to_pil(r)) for r in recons]
-    return result
+def decode_levels(result: Reconstruction, model, x: torch.Tensor):
+    """Add the reconstruction after each level (decoding the partial sums, coarse to fine) and its PSNR,
+    one level at a time: a generator that yields after each level (the last level is the full reconstruction)."""
+    for latent in partial_latents(model, result.indices):  # (1, C, h, w) each
+        with torch.no_grad():
+            recon = model.decode_latents(latent).clamp(-1, 1)
+        result.level_psnr.append(float(_quality(recon, x)[0][0]))
+        result.levels.append(upscale(to_pil(recon)))
+        yield result
 
 
 @torch.no_grad()
@@ -128,14 +129,19 @@ def _view(results: list[Reconstruction], vae: Reconstruction | None, photo: Imag
 
 
 def tokenize_steps(models, photo: Image.Image, x: torch.Tensor):
-    """What the Tokenize view shows for one photo (``x``: its ``(1, 3, R, R)`` tensor), in two steps: first
-    every model's reconstruction and token maps (one decode each), then the reconstructions level by level."""
-    results = [run_tokenizer(name, model, x) for name, model in models.tokenizers().items()]
-    vae = run_continuous_vae(models.vae, x) if models.vae is not None else None
-    yield _view(results, vae, photo, x)
+    """What the Tokenize view shows for one photo (``x``: its ``(1, 3, R, R)`` tensor), step by step: each
+    model's reconstruction and token maps as it finishes (one encode and decode each), then one more picture
+    per level decoded. Every step yields the whole view so far."""
+    results, vae = [], None
+    for name, model in models.tokenizers().items():
+        results.append(run_tokenizer(name, model, x))
+        yield _view(results, vae, photo, x)
+    if models.vae is not None:
+        vae = run_continuous_vae(models.vae, x)
+        yield _view(results, vae, photo, x)
     for result, model in zip(results, models.tokenizers().values()):
-        decode_levels(result, model, x)
-    yield _view(results, vae, photo, x)
+        for _ in decode_levels(result, model, x):
+            yield _view(results, vae, photo, x)
 
 
 def tokenize(models, photo: Image.Image, x: torch.Tensor) -> dict:
@@ -153,14 +159,15 @@ def tab(models, ctx) -> None:
     with gr.Tab("Tokenize", id="tokenize"):
         gr.Markdown("Each multi-scale level adds tokens: the token map of every level (one colour per code), and "
                     "the image the running sum of the levels decodes to, coarse to fine.")  # fmt: skip
-        table = gr.HTML(elem_id="tokenize-table")
-        side = gr.Gallery(object_fit="contain", label="original and reconstructions", columns=4, height="auto",
+        table = gr.HTML(elem_id="tokenize-table", css_template=charts.TABLE_CSS)
+        side = gr.Gallery(object_fit="contain", label="original and reconstructions", columns=4, height=300,
                           elem_id="tokenize-side")  # fmt: skip
         galleries = []
         for name in models.tokenizers():
             levels = len(models.tokenizers()[name].level_shapes(models.resolution, models.resolution))
             for kind, what in (("tokens", "token map of each level"), ("levels", "reconstruction after each level")):
-                galleries.append((kind, name, gr.Gallery(object_fit="contain", label=f"{name}: {what}", height="auto",
+                height = 60 + 230 * math.ceil(levels / 5)  # about one 5-image row per 5 levels, no empty space
+                galleries.append((kind, name, gr.Gallery(object_fit="contain", label=f"{name}: {what}", height=height,
                                                          columns=min(levels, 5), elem_id=f"tokenize-{kind}-{name.lower()}")))  # fmt: skip
         curve = gr.HTML(elem_id="tokenize-curve")
 
@@ -171,11 +178,15 @@ def tab(models, ctx) -> None:
         if photo is None:
             yield ["<p>Pick or upload a photo.</p>", [], *[[] for _ in galleries], ""]
             return
-        steps = tokenize_steps(models, ctx.image(photo), ctx.tensor(photo))
-        out = next(steps)
-        yield [out["table"], out["side_by_side"], *[out[keys[k]][n] for k, n, _ in galleries], out["curve"]]
-        out = next(steps)  # only the level reconstructions and the curve are new (the rest is not sent again)
-        yield [gr.skip(), gr.skip(), *[out["levels"][n] if k == "levels" else gr.skip() for k, n, _ in galleries],
-               out["curve"]]  # fmt: skip
+        if not galleries and models.vae is None:
+            yield ["<p>No tokenizer or VAE is loaded.</p>", [], ""]
+            return
+        for out in tokenize_steps(models, ctx.image(photo), ctx.tensor(photo)):
+            if not any(out["levels"].values()):  # a model finished: everything may change
+                yield [out["table"], out["side_by_side"], *[out[keys[k]].get(n, []) for k, n, _ in galleries],
+                       out["curve"]]  # fmt: skip
+            else:  # a level was decoded: only the level reconstructions and the curve change
+                yield [gr.skip(), gr.skip(), *[out["levels"][n] if k == "levels" else gr.skip() for k, n, _ in galleries],
+                       out["curve"]]  # fmt: skip
 
     ctx.on_photo.append((run, [ctx.photo], [table, side, *[g for _, _, g in galleries], curve]))

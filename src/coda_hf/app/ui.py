@@ -7,12 +7,14 @@ traceback), and the images it returns reach Gradio as files (:func:`as_files`).
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import inspect
 import io
 import logging
 import os
+import shutil
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -33,10 +35,6 @@ logger = logging.getLogger(__name__)
 UPLOAD_LABEL = "Upload an image"
 _IMAGE_DIR: str | None = None  # where as_files writes the app's output images
 TITLE = "coda_hf: the VAE / VQ-VAE tokenizer family, live"
-CSS = """
-.coda-table { border-collapse: collapse; font-size: 13px; }
-.coda-table td, .coda-table th { border: 1px solid #8884; padding: 3px 8px; text-align: left; }
-"""
 INTRO = """# The VAE / VQ-VAE family, live on this package's models
 Four views of the encoder-decoder family (after the "VAE / VQ-VAE Tokenization" page of the Architecture
 Atlas): **architecture**, **latent space**, **codebook lookup** and the **ELBO**, plus CODA's tokenizer
@@ -57,6 +55,7 @@ def _image_file(image: Image.Image) -> str:
     global _IMAGE_DIR
     if _IMAGE_DIR is None:
         _IMAGE_DIR = tempfile.mkdtemp(prefix="coda_hf_app_")
+        atexit.register(shutil.rmtree, _IMAGE_DIR, True)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     data = buffer.getvalue()
@@ -157,7 +156,7 @@ def photo_picker(models: AppModels, ctx: Context):
 
 
 def build_app(models: AppModels | None = None) -> gr.Blocks:
-    """The app's ``gr.Blocks`` (launch it with :func:`coda_hf.app.launch`, which adds its theme and CSS)."""
+    """The app's ``gr.Blocks`` (launch it with :func:`coda_hf.app.launch`, which adds its theme)."""
     models = AppModels.load() if models is None else models
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(INTRO)
@@ -186,8 +185,7 @@ def theme() -> gr.themes.Theme:
 
 
 def launch(demo: gr.Blocks | None = None, **kwargs):
-    """``demo.launch(**kwargs)`` with the app's theme and CSS (a new :func:`build_app` when ``demo`` is None)."""
+    """``demo.launch(**kwargs)`` with the app's theme (a new :func:`build_app` when ``demo`` is None)."""
     demo = build_app() if demo is None else demo
     kwargs.setdefault("theme", theme())
-    kwargs.setdefault("css", CSS + architecture_view.CSS)
     return demo.launch(**kwargs)

@@ -21,6 +21,8 @@ def register(subparsers) -> None:
     p.add_argument("--beta-vae", dest="beta_vaes", action="append", default=None,
                    help="a DenseVAE directory with its training_config.json beta (repeat; default: the bundled ones)")
     p.add_argument("--photos", default=None, help="folder of photos to pick from (default: the bundled demo photos)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="side of the photos the tokenizers see (default: the VAE's sample_size, at most 256)")
     p.set_defaults(func=run)
 
 
@@ -39,7 +41,8 @@ def run(args) -> int:
     try:
         models = AppModels.load(**{name: slot(getattr(args, name)) for name in MODEL_FLAGS},
                                 beta_vaes=DEFAULT if args.beta_vaes is None else args.beta_vaes,
-                                photos=DEFAULT if args.photos is None else args.photos)  # fmt: skip
+                                photos=DEFAULT if args.photos is None else args.photos,
+                                resolution=args.resolution)  # fmt: skip
     except (OSError, ValueError) as e:
         logger.error("cannot load the app's models: %s", e)
         return 1
