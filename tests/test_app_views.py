@@ -160,7 +160,7 @@ def test_generate_records_every_unmasking_step(models):
     out = generate_view.generate(models.prior, 3, 1, 1.5, 7, on_step=lambda done, total: steps.append((done, total)))
     assert steps == [(1, 3), (2, 3), (3, 3)] and len(out["rows"]) == 3 and out["steps"].height >= 3 * 96
     again = models.prior(class_labels=[1], num_inference_steps=3, guidance_scale=1.5,
-                         generator=torch.Generator().manual_seed(7), output_type="tokens")  # fmt: skip
+                         generator=torch.Generator().manual_seed(7), output_type="latent")  # fmt: skip
     assert torch.equal(out["tokens"], again.tokens[0])  # the recording scheduler changes nothing
     assert int(out["decided_at"].min()) == 0 and int(out["decided_at"].max()) == 2
     assert out["rows"][-1] == "step 3/3:\n341/341 tokens decided"

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
-logger = logging.getLogger(__name__)
-
 MODEL_FLAGS = {"coda": "CODA tokenizer", "vqgan": "VQGAN", "vae": "continuous AutoencoderKL",
                "prior": "MaskGIT prior (pipeline or transformer directory)", "latent_vae": "2-D DenseVAE"}  # fmt: skip
 
@@ -27,24 +23,20 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    """A missing gradio or an unloadable model reaches the CLI's one-line error handler."""
     try:
         from ..app import DEFAULT, AppModels, build_app, launch
     except ImportError as e:
-        logger.error("the app needs gradio: pip install 'coda_hf[app]' (%s)", e)
-        return 1
+        raise ImportError(f"the app needs gradio: pip install 'coda_hf[app]' ({e})") from e
 
     def slot(value):
         if value is None:
             return DEFAULT
         return None if str(value).lower() == "none" else value
 
-    try:
-        models = AppModels.load(**{name: slot(getattr(args, name)) for name in MODEL_FLAGS},
-                                beta_vaes=DEFAULT if args.beta_vaes is None else args.beta_vaes,
-                                photos=DEFAULT if args.photos is None else args.photos,
-                                resolution=args.resolution)  # fmt: skip
-    except (OSError, ValueError) as e:
-        logger.error("cannot load the app's models: %s", e)
-        return 1
+    models = AppModels.load(**{name: slot(getattr(args, name)) for name in MODEL_FLAGS},
+                            beta_vaes=DEFAULT if args.beta_vaes is None else args.beta_vaes,
+                            photos=DEFAULT if args.photos is None else args.photos,
+                            resolution=args.resolution)  # fmt: skip
     launch(build_app(models), server_name=args.host, server_port=args.port, share=args.share)
     return 0
