@@ -195,14 +195,15 @@ def test_app_models_defaults_and_none(tmp_path):
     assert built.prior.tokenizer is built.coda and built.resolution == 32  # a transformer directory + the CODA model
 
 
-def test_app_command_help_and_bad_model_dir(capsys, tmp_path, caplog):
+def test_app_command_help_and_bad_model_dir(capsys, tmp_path):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["app", "--help"])
     out = capsys.readouterr().out
     flags = ("--coda", "--vqgan", "--vae", "--prior", "--latent-vae", "--beta-vae", "--photos", "--resolution")
     assert all(flag in out for flag in flags)
-    assert cli_main(["app", "--coda", str(tmp_path / "missing")]) == 1  # no server starts
-    assert "cannot load the app's models" in caplog.text and "missing" in caplog.text
+    assert cli_main(["app", "--coda", str(tmp_path / "missing")]) == 2  # a usage error; no server starts
+    err = capsys.readouterr().err
+    assert err.startswith("coda-hf app: error:") and "missing" in err and "Traceback" not in err
 
 
 def test_space_entry_point_builds_the_default_app():
