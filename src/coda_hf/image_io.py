@@ -212,6 +212,13 @@ def load_image(source: ImageSource, name: str | None = None, timeout: float | No
     )
 
 
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` of an image file read from its header alone, nothing decoded (to check a size before
+    paying for the decode); PIL's errors as they are."""
+    with Image.open(path) as image:
+        return image.size
+
+
 def list_image_files(folder: str | os.PathLike) -> list[str]:
     """Every image file (by :data:`IMAGE_EXTENSIONS`) under ``folder``, recursively, sorted, hidden files and
     folders left out: a folder of images means all of them, whatever their names (no ``train_*`` /
