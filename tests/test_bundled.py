@@ -119,7 +119,7 @@ def _card_metrics(name: str) -> dict:
 def test_fashion_model_card_metrics_are_the_bundled_weights_measured(name):
     if not (FASHION_TEST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"no Fashion-MNIST test split at {FASHION_TEST_DIR} (apt-get install dataset-fashion-mnist)")
-    from coda_hf.data import read_idx
+    from tools.data import read_idx  # the IDX parser is repository tooling (tools/data/fashion_mnist.py)
 
     spec = importlib.util.spec_from_file_location("train_dense_vae", ROOT / "examples" / "train_dense_vae.py")
     script = importlib.util.module_from_spec(spec)
