@@ -8,7 +8,7 @@ import torch
 import coda_hf.quantizers.attention_fused as fused
 from coda_hf.quantizers import AttentionQuantizer, MultiScaleResidualQuantizer
 from coda_hf.quantizers.attention import entropy_terms
-from coda_hf.quantizers.attention_fused import FusedSoftAssign, attention_argmax, fused_soft_assign, row_max
+from coda_hf.quantizers.attention_fused import attention_argmax, fused_soft_assign, row_max
 
 
 def randn(*shape, seed=0, dtype=torch.float32):
@@ -53,7 +53,7 @@ def test_fused_gradcheck_float64(small_tiles):
     inputs = [randn(n, d, seed=s, dtype=torch.float64).requires_grad_(True) for n, d, s in ((7, 3, 0), (260, 3, 1), (260, 2, 2))]
 
     def outputs(q, k, v):
-        _, soft_v, _, ent, probs = FusedSoftAssign.apply(q, k, v, 0.9, 0.5, True, 3 * 128)
+        _, soft_v, _, ent, probs = fused_soft_assign(q, k, v, 0.9, 0.5, True, 3 * 128)
         return soft_v, ent, probs
 
     assert torch.autograd.gradcheck(outputs, inputs, eps=1e-6, atol=1e-6, fast_mode=True)
@@ -163,8 +163,8 @@ def test_quantizer_fused_path_equals_reference_path_float64(small_tiles, stack):
 
 def test_fused_threshold_selects_the_path(monkeypatch):
     calls = []
-    original = fused.FusedSoftAssign.apply
-    monkeypatch.setattr(fused.FusedSoftAssign, "apply", lambda *a: calls.append(a[0].shape[0]) or original(*a))
+    original = fused._assign_op
+    monkeypatch.setattr(fused, "_assign_op", lambda *a: calls.append(a[0].shape[0]) or original(*a))
     z = randn(1, 4, 4, 4, seed=1)  # 16 tokens x 64 codes = 1024 scores
     for threshold, expected in ((1024, [16]), (1025, []), (None, []), (0, [16])):
         calls.clear()

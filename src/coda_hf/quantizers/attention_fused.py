@@ -4,7 +4,7 @@ training function, both over ``(token block, code block)`` tiles that never hold
 They take already projected and normalised ``(N, h)`` queries, ``(K, h)`` keys and ``(K, C)`` values, so
 they do not depend on how the quantizer parametrises them.
 
-Training (:class:`FusedSoftAssign`): the IBQ straight-through output and the losses need, per token, only
+Training (:func:`fused_soft_assign`): the IBQ straight-through output and the losses need, per token, only
 the soft mixture ``softmax(s) V`` (``s = scale * q k^T``), the argmax and, for the MAGVIT entropy penalty,
 the entropy of ``p = softmax(s / T)``; the batch-entropy term needs ``sum_n p_n`` (``(K,)``). These are
 FlashAttention-style online-softmax statistics (Dao et al. 2022, arXiv 2205.14135): the forward pass keeps
@@ -106,53 +106,88 @@ def _tiles(n: int, k: int, elements: int) -> tuple[int, int]:
     return max(1, min(n, elements // codes)), codes
 
 
-class FusedSoftAssign(torch.autograd.Function):
-    """``(idx, soft V, soft sg[V], sum_n H(p_n), sum_n p_n)`` of the attention quantizer in tiles.
+@torch.library.custom_op("coda_hf::attention_assign", mutates_args=())
+def _assign_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, temperature: float, entropy: bool, elements: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward kernel: ``(idx, soft V, soft V again, m, lse, lz2, H, sum_n p_n)`` (see :func:`_forward_stats`).
 
-    Inputs: ``queries (N, h)``, ``keys (K, h)``, ``values (K, C)``, ``scale`` (``s = scale q k^T``),
-    ``temperature`` ``T`` of the entropy distribution ``p = softmax(s / T)``, ``entropy`` (compute the
-    two entropy outputs; else zeros), ``elements`` (scores per tile). Outputs as
-    :meth:`AttentionQuantizer._soft_assign <coda_hf.quantizers.attention.AttentionQuantizer._soft_assign>`;
-    the gradient of ``soft sg[V]`` reaches queries and keys only (IBQ straight-through path).
-    Computed in float32 (float64 for float64 inputs) with autocast off.
+    A custom operator, so that ``torch.compile`` / export see one opaque node instead of tracing (and
+    unrolling) the tile loops; ``soft V`` is returned twice because its two copies carry different
+    gradients (the second is the IBQ straight-through path, which does not reach the values).
     """
+    with torch.autocast(q.device.type, enabled=False):
+        idx, z_soft, m, lse, lz2, ent = _forward_stats(q, k, v, scale, temperature, entropy, elements)
+        probs = _prob_sum(q, k, m, lz2, scale, temperature, elements) if entropy else q.new_zeros(k.shape[0])
+    return idx, z_soft, z_soft.clone(), m, lse, lz2, ent, probs
 
-    @staticmethod
-    def forward(ctx, queries, keys, values, scale: float, temperature: float, entropy: bool, elements: int):
-        dtype = torch.promote_types(torch.promote_types(queries.dtype, values.dtype), torch.float32)
-        with torch.autocast(queries.device.type, enabled=False):
-            q, k, v = queries.to(dtype), keys.to(dtype), values.to(dtype)
-            stats = _forward_stats(q, k, v, scale, temperature, entropy, elements)
-            probs = _prob_sum(q, k, stats, scale, temperature, elements) if entropy else q.new_zeros(k.shape[0])
-        idx, z_soft, m, lse, lz2, ent = stats
-        ctx.save_for_backward(q, k, v, z_soft, m, lse, lz2, ent)
-        ctx.config = (scale, temperature, entropy, elements, queries.dtype, keys.dtype, values.dtype)
-        ctx.mark_non_differentiable(idx)
-        ctx.set_materialize_grads(False)  # unused outputs get None: their tile work is skipped in backward
-        out = z_soft.to(values.dtype)
-        ent_sum = ent.sum() if entropy else q.new_zeros(())
-        return idx, out, out.clone(), ent_sum, probs
 
-    @staticmethod
-    def backward(ctx, _g_idx, g_soft, g_st, g_ent, g_probs):
-        q, k, v, z_soft, m, lse, lz2, ent = ctx.saved_tensors
-        scale, temperature, entropy, elements, q_dtype, k_dtype, v_dtype = ctx.config
-        with torch.autocast(q.device.type, enabled=False):
-            grads = _backward(
-                q, k, v, z_soft, m, lse, lz2, ent, g_soft, g_st, g_ent if entropy else None,
-                g_probs if entropy else None, scale, temperature, elements,
-            )  # fmt: skip
-        dq, dk, dv = grads
-        dv = None if dv is None else dv.to(v_dtype)
-        return dq.to(q_dtype), dk.to(k_dtype), dv, None, None, None, None
+@_assign_op.register_fake
+def _(q, k, v, scale, temperature, entropy, elements):
+    n, e = q.shape[0], q.shape[0] if entropy else 0
+    soft = q.new_empty(n, v.shape[1])
+    return (q.new_empty(n, dtype=torch.long), soft, torch.empty_like(soft), q.new_empty(n), q.new_empty(n),
+            q.new_empty(e), q.new_empty(e), q.new_empty(k.shape[0]))  # fmt: skip
+
+
+@torch.library.custom_op("coda_hf::attention_assign_backward", mutates_args=())
+def _assign_backward_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, z_soft: torch.Tensor, m: torch.Tensor, lse: torch.Tensor,
+    lz2: torch.Tensor, ent: torch.Tensor, g_soft: torch.Tensor | None, g_st: torch.Tensor | None,
+    g_ent: torch.Tensor | None, g_probs: torch.Tensor | None, scale: float, temperature: float, elements: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backward kernel: ``(dq, dk, dv)`` (:func:`_backward`; ``dv`` is zero without ``g_soft``)."""
+    with torch.autocast(q.device.type, enabled=False):
+        dq, dk, dv = _backward(q, k, v, z_soft, m, lse, lz2, ent, g_soft, g_st, g_ent, g_probs, scale, temperature,
+                               elements)  # fmt: skip
+    return dq, dk.contiguous(), torch.zeros_like(v) if dv is None else dv.contiguous()
+
+
+@_assign_backward_op.register_fake
+def _(q, k, v, z_soft, m, lse, lz2, ent, g_soft, g_st, g_ent, g_probs, scale, temperature, elements):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, scale, temperature, entropy, elements = inputs
+    idx, z_soft, _, m, lse, lz2, ent, _ = output
+    ctx.mark_non_differentiable(idx, m, lse, lz2)
+    ctx.set_materialize_grads(False)  # outputs without a gradient arrive as None: their tile work is skipped
+    ctx.save_for_backward(q, k, v, z_soft, m, lse, lz2, ent)
+    ctx.config = (scale, temperature, entropy, elements)
+
+
+def _assign_backward(ctx, _g_idx, g_soft, g_st, _g_m, _g_lse, _g_lz2, g_ent, g_probs):
+    q, k, v, z_soft, m, lse, lz2, ent = ctx.saved_tensors
+    scale, temperature, entropy, elements = ctx.config
+    if not entropy:
+        g_ent = g_probs = None
+    dq, dk, dv = _assign_backward_op(q, k, v, z_soft, m, lse, lz2, ent, g_soft, g_st, g_ent, g_probs, scale,
+                                     temperature, elements)  # fmt: skip
+    return dq, dk, dv if g_soft is not None else None, None, None, None, None
+
+
+torch.library.register_autograd("coda_hf::attention_assign", _assign_backward, setup_context=_setup_context)
 
 
 def fused_soft_assign(
     queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float, temperature: float,
     entropy: bool = True, elements: int = FUSED_BLOCK_ELEMENTS,
 ):  # fmt: skip
-    """Functional form of :class:`FusedSoftAssign` (same arguments, same five outputs)."""
-    return FusedSoftAssign.apply(queries, keys, values, float(scale), float(temperature), bool(entropy), int(elements))
+    """``(idx, soft V, soft sg[V], sum_n H(p_n), sum_n p_n)`` of the attention quantizer, in tiles.
+
+    Inputs: ``queries (N, h)``, ``keys (K, h)``, ``values (K, C)``, ``scale`` (``s = scale q k^T``), the
+    temperature ``T`` of the entropy distribution ``p = softmax(s / T)``, ``entropy`` (compute the two
+    entropy outputs; else zeros), ``elements`` (scores per tile). Outputs as
+    :meth:`AttentionQuantizer._soft_assign <coda_hf.quantizers.attention.AttentionQuantizer._soft_assign>`;
+    the gradient of ``soft sg[V]`` reaches queries and keys only (IBQ straight-through path). Computed in
+    float32 (float64 for float64 inputs) with autocast off; differentiable in queries, keys and values.
+    """
+    dtype = torch.promote_types(torch.promote_types(queries.dtype, values.dtype), torch.float32)
+    q, k, v = queries.to(dtype), keys.to(dtype), values.to(dtype)
+    idx, z_soft, st, _, _, _, ent, probs = _assign_op(q, k, v, float(scale), float(temperature), bool(entropy), int(elements))
+    ent_sum = ent.sum() if entropy else q.new_zeros(())
+    return idx, z_soft.to(values.dtype), st.to(values.dtype), ent_sum, probs
 
 
 def _workspace(count: int, rows: int, cols: int, like: torch.Tensor) -> list[torch.Tensor]:
@@ -229,9 +264,8 @@ def _forward_stats(q, k, v, scale, temperature, entropy, elements):
     return idx, z_soft, m_all, lse, lz2, ent
 
 
-def _prob_sum(q, k, stats, scale, temperature, elements):
+def _prob_sum(q, k, m, lz2, scale, temperature, elements):
     """``sum_n p_n`` ``(K,)``: a second pass over the tiles once every token's normaliser is known."""
-    _, _, m, _, lz2, _ = stats
     n, kk = q.shape[0], k.shape[0]
     tn, kc = _tiles(n, kk, elements)
     (scores_buf,) = _workspace(1, tn, kc, q)
@@ -258,7 +292,7 @@ def _backward(q, k, v, z_soft, m, lse, lz2, ent, g_soft, g_st, g_ent, g_probs, s
     g_sum = sum(grads) if grads else torch.zeros_like(z_soft)  # (N, C)
     d_soft = (g_sum * z_soft).sum(1)  # (N,) <soft, G> = (g_soft + g_st) . soft V
     entropy = g_ent is not None or g_probs is not None
-    g_ent = 0.0 if g_ent is None else g_ent.to(q.dtype)
+    g_ent = q.new_zeros(n) if g_ent is None else g_ent.to(q.dtype)  # (N,) gradient of each token's entropy
     g_probs = None if g_probs is None else g_probs.to(q.dtype)
     e_probs = q.new_zeros(n)  # (N,) <p_n, g_probs>
     if g_probs is not None:
@@ -283,7 +317,7 @@ def _backward(q, k, v, z_soft, m, lse, lz2, ent, g_soft, g_st, g_ent, g_probs, s
             if entropy:
                 log_p = _log_p(s, m[rows], lz2[rows], temperature)
                 coef = torch.add(log_p, ent[rows, None], out=soft)  # soft's buffer is free again
-                coef.mul_(-g_ent).sub_(e_probs[rows, None])
+                coef.mul_(-g_ent[rows, None]).sub_(e_probs[rows, None])
                 if g_probs is not None:
                     coef += g_probs[None, cols]
                 ds += _exp_(log_p).mul_(coef).div_(temperature)
