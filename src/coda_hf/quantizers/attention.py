@@ -28,7 +28,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from .attention_fused import attention_argmax, fused_soft_assign
-from .base import INIT_RESTART_ROUNDS, BaseQuantizer, register_quantizer
+from .base import INIT_RESTART_ROUNDS, BaseQuantizer, autocast_off, register_quantizer
 from .kmeans import kmeans, sample_rows
 from .output import QuantizerOutput
 from .stats import UsageTracker
@@ -480,19 +480,10 @@ class AttentionQuantizer(BaseQuantizer):
         return out
 
     # -- forward ------------------------------------------------------------------------------------
+    @autocast_off
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
-        """``(B, C, H, W)`` -> :class:`QuantizerOutput` with one ``(B, H, W)`` index map.
-
-        Under autocast the quantizer runs with autocast off, in its parameters' dtype (float32 for a
-        float32 model): a half-precision search over a large codebook flips near-tie argmaxes.
-        """
+        """``(B, C, H, W)`` -> :class:`QuantizerOutput` with one ``(B, H, W)`` index map."""
         self._check_input(z)
-        if not torch.is_autocast_enabled(z.device.type):
-            return self._forward(z)
-        with torch.autocast(z.device.type, enabled=False):
-            return self._forward(z.to(self.embedding.dtype))
-
-    def _forward(self, z: torch.Tensor) -> QuantizerOutput:
         b, _, h, w = z.shape
         f = to_tokens(z)  # (N, C), N = B*H*W
         n = f.shape[0]

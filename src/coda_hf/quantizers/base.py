@@ -11,6 +11,7 @@ Every quantizer:
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import json
 from typing import Any
@@ -26,6 +27,25 @@ QUANTIZER_REGISTRY: dict[str, type[BaseQuantizer]] = {}
 # Most rounds of rare-code restarts (restart_rare_codes) that a data-dependent initialisation runs; each
 # round re-encodes the initialisation data, so codes that a restart left rare can restart again.
 INIT_RESTART_ROUNDS = 3
+
+
+def autocast_off(forward):
+    """Decorator of a quantizer's ``forward``: under autocast it runs with autocast off, on its input cast to
+    the quantizer's parameter dtype (float32 for a float32 model under mixed precision).
+
+    A half-precision code search flips near-tie argmaxes over a large codebook, and in a residual stack a
+    flipped code changes every later level's input; the quantizer is a few percent of a tokenizer's cost.
+    """
+
+    @functools.wraps(forward)
+    def wrapped(self, z, *args, **kwargs):
+        if not isinstance(z, torch.Tensor) or not torch.is_autocast_enabled(z.device.type):
+            return forward(self, z, *args, **kwargs)
+        dtype = next((p.dtype for p in self.parameters()), z.dtype)
+        with torch.autocast(z.device.type, enabled=False):
+            return forward(self, z.to(dtype), *args, **kwargs)
+
+    return wrapped
 
 
 def register_quantizer(name: str):

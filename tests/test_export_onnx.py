@@ -1,0 +1,92 @@
+"""ONNX export (``coda-hf export onnx``, :mod:`coda_hf.onnx_export`): ONNX Runtime against the PyTorch model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from _helpers_coda import images, tiny_coda
+
+from coda_hf.cli import main
+from coda_hf.onnx_export import export_onnx, split_token_ids, verify_onnx
+from coda_hf.quantizers.multiscale import area_resize
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny CODA tokenizer saved, then exported by the command line (one export for the whole module)."""
+    root = tmp_path_factory.mktemp("onnx")
+    model = tiny_coda()
+    model.save_pretrained(root / "model")
+    assert main(["export", "onnx", "--model", str(root / "model"), "--output-dir", str(root / "onnx"),
+                 "--verify-size", "32"]) == 0  # fmt: skip
+    return model, root / "onnx"
+
+
+@pytest.mark.slow
+def test_cli_writes_both_graphs_config_and_a_passing_check(exported):
+    model, out = exported
+    config = json.loads((out / "onnx_config.json").read_text())
+    assert config["scales"] == [1, 2, 4] and config["reference"] == 4 and config["downsample_factor"] == 2
+    assert config["decoder"]["inputs"] == ["indices_0", "indices_1", "indices_2"] and config["codebook_size"] == 32
+    check = json.loads((out / "onnx_check.json").read_text())
+    assert check["token_agreement"] == 1.0 and check["max_abs_image_diff"] < 1e-4
+    graph = onnx.load(str(out / "encoder.onnx"), load_external_data=False).graph
+    dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert [graph.input[0].name, graph.output[0].name] == ["pixel_values", "token_ids"]
+    assert isinstance(dims[0], str) and isinstance(dims[2], str) and isinstance(dims[3], str)  # dynamic B, H, W
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch, height, width", [(1, 32, 32), (3, 34, 30), (2, 52, 52), (1, 4, 4)])
+def test_onnx_runtime_equals_pytorch_at_other_batch_and_image_sizes(exported, batch, height, width):
+    """Sizes the graphs were not traced at: odd latent sides make area windows of unequal sizes."""
+    model, out = exported
+    x = images(batch, 64, seed=batch)[:, :, :height, :width].contiguous()
+    check = verify_onnx(model, out, x)
+    assert check.token_agreement == 1.0
+    assert check.max_abs_image_diff < 1e-4
+
+
+@pytest.mark.slow
+def test_numpy_only_round_trip_through_both_graphs(exported):
+    model, out = exported
+    config = json.loads((out / "onnx_config.json").read_text())
+    x = images(2, 34, seed=5)[:, :, :34, :30].contiguous()
+    encoder = ort.InferenceSession(str(out / "encoder.onnx"))
+    decoder = ort.InferenceSession(str(out / "decoder.onnx"))
+    ids = encoder.run(None, {"pixel_values": x.numpy()})[0]
+    levels = split_token_ids(ids, (17, 15), config["scales"])
+    recon = decoder.run(None, dict(zip(config["decoder"]["inputs"], levels)))[0]
+    with torch.no_grad():
+        expected = model.decode(model.encode(x).token_ids, latent_size=(17, 15))
+    assert np.abs(recon - expected.numpy()).max() < 1e-4
+
+
+def test_split_token_ids_follows_the_level_rule_and_names_bad_input():
+    model = tiny_coda()
+    with torch.no_grad():
+        enc = model.encode(images(2, 34)[:, :, :34, :26])
+    levels = split_token_ids(enc.token_ids.numpy(), (17, 13), [1, 2, 4])
+    assert [lv.shape for lv in levels] == [tuple(i.shape) for i in enc.indices]
+    assert all(np.array_equal(a, b.numpy()) for a, b in zip(levels, enc.indices))
+    assert [lv.shape for lv in split_token_ids(np.zeros((1, 12), np.int64), (2, 3), None, 2)] == [(1, 2, 3)] * 2
+    with pytest.raises(ValueError, match="do not fit"):
+        split_token_ids(enc.token_ids.numpy()[:, :-1], (17, 13), [1, 2, 4])
+
+
+def test_area_resize_equals_area_interpolation():
+    x = torch.randn(2, 3, 26, 23)
+    for size in [(7, 5), (13, 23), (1, 1), (3, 17), (26, 23)]:
+        torch.testing.assert_close(area_resize(x, size), F.interpolate(x, size=size, mode="area"), rtol=1e-5, atol=1e-6)
+
+
+def test_export_onnx_rejects_a_model_without_quantizer(tmp_path):
+    with pytest.raises(ValueError, match="discrete tokenizer"):
+        export_onnx(torch.nn.Linear(2, 2), tmp_path)
