@@ -70,6 +70,34 @@ def peak_memory_mib(fn: Callable[[], object]) -> float:
     return peak / 2**20
 
 
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def best_times(
+    fns: dict[str, Callable[[], object]], repeats: int = 3, clock: str = "wall", warmup: int = 1,
+    sync: Callable[[], None] | None = None,
+) -> dict[str, float]:  # fmt: skip
+    """Best time (s) of each ``name -> fn`` over ``repeats`` interleaved rounds, after ``warmup`` rounds.
+
+    Interleaving (``a, b, a, b, ...``) exposes every function to the same background load, so ratios
+    measured in one run are fair on a shared machine. ``clock``: ``"wall"`` (``time.perf_counter``) or
+    ``"cpu"`` (``time.process_time``: CPU seconds of this process, all threads; with one thread it
+    leaves out the time other processes hold the core). ``sync``: called before reading the clock
+    (``torch.cuda.synchronize`` on a GPU).
+    """
+    now, sync = CLOCKS[clock], sync or (lambda: None)
+    best = {name: float("inf") for name in fns}
+    for round_ in range(warmup + repeats):
+        for name, fn in fns.items():
+            sync()
+            start = now()
+            fn()
+            sync()
+            if round_ >= warmup:
+                best[name] = min(best[name], now() - start)
+    return best
+
+
 def run_case(
     label: str,
     module: nn.Module,

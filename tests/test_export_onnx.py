@@ -90,3 +90,27 @@ def test_area_resize_equals_area_interpolation():
 def test_export_onnx_rejects_a_model_without_quantizer(tmp_path):
     with pytest.raises(ValueError, match="discrete tokenizer"):
         export_onnx(torch.nn.Linear(2, 2), tmp_path)
+
+
+@pytest.mark.slow
+def test_onnx_benchmark_measure_smoke(exported, monkeypatch):
+    """benchmarks/bench_onnx.py's measurement on the exported tiny model (2 timed rounds: warm-up + 1)."""
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(benchmarks))
+    spec = importlib.util.spec_from_file_location("bench_onnx", benchmarks / "bench_onnx.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model, out = exported
+    args = argparse.Namespace(batch=2, threads=1, float64=True, repeats=1, clock="cpu")
+    report = bench.measure(model, str(out), images(4, 32), args)
+    assert report["images"] == 4 and report["token_agreement"] == 1.0 and report["max_abs_image_diff"] < 1e-4
+    assert report["onnx_vs_float64"] < 1e-4 and report["torch_encode_s"] > 0 and report["onnx_decode_s"] > 0
+    text = bench.format_report({"config": {"resolution": 32, "codebook_size": 32, "unmerged": False, "threads": 1,
+                                           "clock": "cpu", "repeats": 1, "batch": 2}, "export_s": 1.0, **report})
+    assert "token ids equal: 100.000%" in text
+    with pytest.raises(SystemExit):
+        bench.main(["--help"])

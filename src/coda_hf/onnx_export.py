@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -145,48 +144,37 @@ class OnnxCheck:
 
     token_agreement: float  # share of token positions with the same id (1.0: identical)
     max_abs_image_diff: float  # decoder graph vs model.decode, both from the PyTorch token ids
-    torch_encode_s: float
-    onnx_encode_s: float
-    torch_decode_s: float
-    onnx_decode_s: float
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _best(fn, repeats: int) -> tuple[object, float]:
-    result, best = fn(), float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return result, best
+def onnx_sessions(output_dir: str | Path, threads: int | None = None):
+    """``(encoder, decoder)`` ONNX Runtime CPU sessions of an :func:`export_onnx` directory.
 
-
-def verify_onnx(model: nn.Module, output_dir: str | Path, images: torch.Tensor, repeats: int = 1,
-                threads: int | None = None) -> OnnxCheck:  # fmt: skip
-    """Run both graphs of ``output_dir`` with ONNX Runtime (CPU) on ``(B, 3, H, W)`` ``images`` and compare
-    them with the eager model; times are the best of ``repeats`` calls after one warm-up call.
-
-    ``threads``: ONNX Runtime's intra-op threads (``None``: its default); set it to PyTorch's
-    ``torch.get_num_threads()`` for a like-for-like speed ratio.
+    ``threads``: intra-op threads (``None``: ONNX Runtime's default).
     """
     import onnxruntime as ort
 
-    out = Path(output_dir)
     options = ort.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = int(threads)
-    encoder = ort.InferenceSession(str(out / ENCODER_FILE), options, providers=["CPUExecutionProvider"])
-    decoder = ort.InferenceSession(str(out / DECODER_FILE), options, providers=["CPUExecutionProvider"])
+    out = Path(output_dir)
+    return tuple(ort.InferenceSession(str(out / name), options, providers=["CPUExecutionProvider"])
+                 for name in (ENCODER_FILE, DECODER_FILE))  # fmt: skip
+
+
+def verify_onnx(model: nn.Module, output_dir: str | Path, images: torch.Tensor, sessions=None) -> OnnxCheck:
+    """Run both graphs of ``output_dir`` with ONNX Runtime (CPU) on ``(B, 3, H, W)`` ``images`` and compare
+    them with the eager model: token ids of the encoder graph, and the decoder graph's images from the
+    PyTorch token ids. ``sessions``: reuse :func:`onnx_sessions`' pair."""
+    encoder, decoder = sessions or onnx_sessions(output_dir)
     model = model.eval()
     x = images.detach().float().cpu()
     with torch.no_grad():
-        enc, t_enc = _best(lambda: model.encode(x), repeats)
-        recon, t_dec = _best(lambda: model.decode(enc.indices), repeats)
-    ids, o_enc = _best(lambda: encoder.run(None, {"pixel_values": x.numpy()})[0], repeats)
-    feeds = {f"indices_{i}": idx.numpy() for i, idx in enumerate(enc.indices)}
-    onnx_recon, o_dec = _best(lambda: decoder.run(None, feeds)[0], repeats)
-    agreement = float((torch.from_numpy(ids) == enc.token_ids).float().mean()) if ids.shape == tuple(enc.token_ids.shape) else 0.0
-    diff = float((torch.from_numpy(onnx_recon) - recon).abs().max())
-    return OnnxCheck(agreement, diff, t_enc, o_enc, t_dec, o_dec)
+        enc = model.encode(x)
+        recon = model.decode(enc.indices)
+    ids = torch.from_numpy(encoder.run(None, {"pixel_values": x.numpy()})[0])
+    onnx_recon = decoder.run(None, {f"indices_{i}": idx.numpy() for i, idx in enumerate(enc.indices)})[0]
+    agreement = float((ids == enc.token_ids).float().mean()) if ids.shape == enc.token_ids.shape else 0.0
+    return OnnxCheck(agreement, float((torch.from_numpy(onnx_recon) - recon).abs().max()))
