@@ -12,8 +12,9 @@ codebooks of ~1k / ~16k / ~64k codes, and prints a markdown table.
 * speedup: ``vector-quantize-pytorch time / our time`` for the same config in the same run (> 1: ours
   is faster). Gumbel, attention and multiscale have no counterpart there; ``residual`` (4 levels of VQ)
   is compared with its ``ResidualVQ``.
-* ``attention``: CODA's quantizer, training in token chunks of 1,024 (``train_chunk_size``), eval chunked
-  automatically. ``multiscale``: the attention quantizer on CODA's levels (MAR scales 1..16 on 16x16
+* ``attention``: CODA's quantizer, eval chunked automatically; training takes the fused kernel for calls of at
+  least ``fused_threshold`` (2^22) token-code scores, smaller calls train in token chunks of 1,024
+  (``train_chunk_size``). ``benchmarks/bench_attention_training.py`` compares the two training paths. ``multiscale``: the attention quantizer on CODA's levels (MAR scales 1..16 on 16x16
   latents, FLUX scales 1..32 on 32x32: 680 / 2,240 tokens per image).
 
 Cases that materialise a dense ``(tokens, codes)`` float matrix larger than ``--max-dense-gib`` are

@@ -114,3 +114,20 @@ def test_onnx_benchmark_measure_smoke(exported, monkeypatch):
     assert "token ids equal: 100.000%" in text
     with pytest.raises(SystemExit):
         bench.main(["--help"])
+
+
+def test_missing_export_extra_names_it(monkeypatch, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
+    with pytest.raises(ImportError, match=r"onnxscript.*coda_hf\[export\]"):
+        export_onnx(tiny_coda(), tmp_path)
+
+
+def test_tokenizer_model_card_explains_onnx_runtime(tmp_path):
+    from coda_hf.hub import build_model_card
+
+    tiny_coda().save_pretrained(tmp_path)
+    text = build_model_card(tmp_path, "my-org/tok").text
+    assert "coda-hf export onnx" in text and "split_token_ids" in text and "onnxruntime" in text

@@ -81,6 +81,15 @@ def split_token_ids(token_ids: np.ndarray, latent_size: tuple[int, int], scales:
     return [token_ids[:, o : o + a * b].reshape(-1, a, b) for o, (a, b) in zip(offsets, shapes)]
 
 
+def _require(*modules: str) -> None:
+    """``ImportError`` naming the ``export`` extra when an optional package is missing."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(f"ONNX export needs {', '.join(missing)}: pip install \"coda_hf[export]\"")
+
+
 def _example_latent_side(model: nn.Module) -> int:
     """The smallest square latent side whose levels all have sides >= 2 (torch.export specialises sizes of 1)."""
     for side in range(2, 4097):
@@ -106,6 +115,7 @@ def export_onnx(model: nn.Module, output_dir: str | Path, opset_version: int | N
     """
     if not hasattr(model, "quantizer") or not hasattr(model, "downsample_factor"):
         raise ValueError(f"export_onnx needs a discrete tokenizer (CodaVQModel, VQGANModel); got {type(model).__name__}")
+    _require("onnx", "onnxscript")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = model.eval()
@@ -154,6 +164,7 @@ def onnx_sessions(output_dir: str | Path, threads: int | None = None):
 
     ``threads``: intra-op threads (``None``: ONNX Runtime's default).
     """
+    _require("onnxruntime")
     import onnxruntime as ort
 
     options = ort.SessionOptions()
