@@ -131,3 +131,21 @@ def test_tokenizer_model_card_explains_onnx_runtime(tmp_path):
     tiny_coda().save_pretrained(tmp_path)
     text = build_model_card(tmp_path, "my-org/tok").text
     assert "coda-hf export onnx" in text and "split_token_ids" in text and "onnxruntime" in text
+
+
+def test_cli_export_options_opset_and_no_verify(tmp_path, monkeypatch):
+    """--opset reaches the exporter, --no-verify skips ONNX Runtime; a token mismatch gives exit code 1."""
+    import coda_hf.onnx_export as onnx_export
+    from coda_hf.onnx_export import OnnxCheck
+
+    tiny_coda().save_pretrained(tmp_path / "model")
+    calls = {}
+    monkeypatch.setattr(onnx_export, "export_onnx", lambda model, out, opset_version=None: calls.update(opset=opset_version)
+                        or onnx_export.OnnxExport("e", "d", "c"))  # fmt: skip
+    monkeypatch.setattr(onnx_export, "verify_onnx", lambda *a, **k: calls.update(verified=True) or OnnxCheck(0.5, 0.0))
+    args = ["export", "onnx", "--model", str(tmp_path / "model"), "--output-dir", str(tmp_path / "out")]
+    assert main([*args, "--opset", "18", "--no-verify"]) == 0
+    assert calls == {"opset": 18}
+    (tmp_path / "out").mkdir()
+    assert main(args) == 1 and calls["verified"]  # half the token ids differ: failure
+    assert json.loads((tmp_path / "out" / "onnx_check.json").read_text())["token_agreement"] == 0.5
