@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 import time
@@ -176,6 +177,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--train-step", action="store_true", help="also time a training step (images/s)")
     p.add_argument("--autocast", choices=sorted(AUTOCAST), default="none")
     p.add_argument("--device", default="cpu", help="cpu or cuda (GPU configuration)")
+    p.add_argument("--output", default=None, help="also write the configuration and rows as JSON")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = build_model(args.codebook_size, args.lora_rank, args.merged).to(args.device)
@@ -192,6 +194,9 @@ def main(argv=None) -> list[dict]:
             extra = "".join(f", {k} {v:.3f}" for k, v in r.items() if k not in ("batch", "train_img_s"))
             print(f"training step, batch {b}: {r['train_img_s']:.3f} images/s{extra}", flush=True)
             rows.append(r)
+    if args.output:
+        with open(args.output, "w") as fh:
+            json.dump({"config": vars(args), "torch": torch.__version__, "rows": rows}, fh, indent=2)
     return rows
 
 

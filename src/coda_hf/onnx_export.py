@@ -19,6 +19,7 @@ Two graphs, both with a dynamic batch and image size, written by :func:`export_o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -134,7 +135,10 @@ def export_onnx(model: nn.Module, output_dir: str | Path, opset_version: int | N
         (_TokenDecoder(model), tuple(indices), names, ["images"], (tuple(level_dims),), out / DECODER_FILE),  # *indices: one input
     )  # fmt: skip
     for module, args, inputs, outputs, dims, path in graphs:
-        with torch.no_grad():
+        with torch.no_grad(), contextlib.ExitStack() as stack:
+            for m in model.modules():  # codebook keys: constants computed by PyTorch (same bits as eager)
+                if hasattr(m, "constant_keys"):
+                    stack.enter_context(m.constant_keys())
             torch.onnx.export(module.eval(), args, str(path), dynamo=True, input_names=inputs, output_names=outputs,
                               dynamic_shapes=dims, opset_version=opset_version, verbose=False)  # fmt: skip
         logger.info("wrote %s", path)

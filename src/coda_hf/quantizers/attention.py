@@ -20,6 +20,7 @@ Eval never materialises the ``(N, K)`` score matrix: tokens are processed in chu
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -376,8 +377,9 @@ class AttentionQuantizer(BaseQuantizer):
         parameter's storage and version counter, so an optimizer step, ``load_state_dict`` or ``.to()``
         invalidates it.
         """
-        if torch.compiler.is_compiling():  # traced graphs (torch.compile, export) compute them in the graph
-            return self.keys()
+        if torch.compiler.is_compiling():  # traced graphs compute them in the graph, unless constant_keys
+            constant = self.__dict__.get("_constant_keys")
+            return self.keys() if constant is None else constant
         params = [p for p in (self.embedding, self.k_proj.weight, self.k_proj.bias, self.k_norm.weight) if p is not None]
         stamp = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
         cached = getattr(self, "_keys_cache", None)
@@ -385,6 +387,18 @@ class AttentionQuantizer(BaseQuantizer):
             cached = (stamp, self.keys())
             self._keys_cache = cached
         return cached[1]
+
+    @contextlib.contextmanager
+    def constant_keys(self):
+        """Inside the block, a traced graph (export) takes the eval keys as a constant computed here, in
+        eager PyTorch, instead of computing them in the graph: the exported search then scores against the
+        same bits as the eager one. (Another runtime's projection and RMSNorm can round two identical
+        codebook rows differently, which changes which of two identical codes wins the argmax.)"""
+        self._constant_keys = self._eval_keys().detach().clone()
+        try:
+            yield
+        finally:
+            self._constant_keys = None
 
     def values(self) -> torch.Tensor:
         """``(K, C)`` values: every code mapped into latent space."""
