@@ -41,7 +41,7 @@ def eval_psnr(model: CodaVQModel, quantizer, images: torch.Tensor, batch_size: i
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--vae", required=True, help="a saved AutoencoderKL (its config's shift/scale normalise the latents)")
     p.add_argument("--data", required=True, help="image data with train and eval splits (e.g. prepare-photos tiles)")
     p.add_argument("--resolution", type=int, default=64)

@@ -81,7 +81,7 @@ def best_time(fn, repeats: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--codebook-size", type=int, default=65536)
     p.add_argument("--dim", type=int, default=16)
     p.add_argument("--codebook-dim", type=int, default=16)

@@ -162,7 +162,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2])
     p.add_argument("--resolution", type=int, default=256)
     p.add_argument("--codebook-size", type=int, default=65536)

@@ -94,11 +94,8 @@ def run(args) -> dict:
         with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
             row["quantizer_search_float32"] = differs(ids(model.quantize(latents, with_losses=False)), reference)
         half = copy.deepcopy(model.quantizer).to(dtype)  # the quantizer itself in half precision
-        for module in half.modules():
-            if hasattr(module, "eval_losses"):
-                module.eval_losses = False  # indices only, as encode
-        with torch.no_grad():
-            row["quantizer_search_half"] = differs(ids(half(latents.to(dtype))), reference)
+        with torch.no_grad():  # indices only, as encode
+            row["quantizer_search_half"] = differs(ids(half(latents.to(dtype), with_losses=False)), reference)
         with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
             if name == "bf16" or args.encode_fp16:
                 enc = torch.cat([model.encode(b).token_ids for b in x.split(4)])

@@ -207,7 +207,7 @@ def format_table(rows: list[dict[str, object]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small run: 16x16 grid, 1k/16k codes, 1 repeat")
     parser.add_argument("--quantizers", default="vq,gumbel,fsq,lfq", help="comma-separated subset")
     parser.add_argument("--batch", type=int, default=8)

@@ -29,7 +29,9 @@ inside from their latest checkpoint):
     python benchmarks/reproduce.py --workdir runs/offdomain --config cpu-latent16-offdomain  # VAE on other photos
     python benchmarks/reproduce.py --workdir runs/repro --config gpu --launcher "accelerate launch"
 
-``--only STAGE ...`` runs a subset in plan order; ``--reuse vqgan=DIR`` takes a row from an earlier
+Killing the orchestrator (SIGTERM, SIGINT, or SIGKILL on Linux) stops the running stage with it, and a
+trainer refuses an output directory that a live trainer holds, so a restart never runs two trainers on one
+run. ``--only STAGE ...`` runs a subset in plan order; ``--reuse vqgan=DIR`` takes a row from an earlier
 report instead of re-running it (the report marks it); ``--override JSON`` replaces config keys for an
 ablation in its own workdir (link ``data`` and ``runs/vae`` of the main one to share them).
 
@@ -40,11 +42,13 @@ hard-coded.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -54,6 +58,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from coda_hf.commands.data import DEFAULT_CACHE
 from coda_hf.data.photos import DEFAULT_SOURCES
 
 logger = logging.getLogger("reproduce")
@@ -245,7 +250,7 @@ def build_plan(
             # the shift / scale come with the VAE: measured on its own training photos
             *coda_hf, "latent-stats", "--vae", str(vae_dir), "--data", str(vae_photos / f"tiles{hw['tile_size']}"), "--split", "train",
             "--resolution", str(hw["tile_size"]), "--num-images", str(hw["stats_images"]), "--write",
-            "--output", str(vae_dir / "latent_stats.json"),
+            "--output", str(vae_dir / "latent_stats.json"), "--overwrite",
         ]),
     ]
     for run in LADDER:
@@ -267,6 +272,7 @@ def build_plan(
         command = [
             *coda_hf, "evaluate", "--model", str(work / "runs" / run), "--data", str(tiles),
             "--split", "eval", "--resolution", str(hw["tile_size"]), "--output-dir", str(out), "--no-progress",
+            "--overwrite",  # the plan runs this stage only when metrics.json is missing or --force asks for it
         ] + (["--num-images", str(hw["eval_images"])] if hw["eval_images"] is not None else [])
         stages.append(Stage(f"eval-{run}", out / "metrics.json", command + (["--cpu"] if hw["cpu"] else [])))
     stages.append(Stage("report", work / "results.json", []))
@@ -358,6 +364,70 @@ def _reset_timing(work: Path, name: str) -> None:
         _write_timings(work, timings)
 
 
+# Seconds a stage gets to exit after the orchestrator forwarded SIGTERM / SIGINT, before SIGKILL.
+STAGE_GRACE_S = 30.0
+
+
+def _parent_death_signal():
+    """Linux: a ``preexec_fn`` that makes the stage get SIGTERM when the orchestrator dies, even by SIGKILL
+    (``prctl(PR_SET_PDEATHSIG)``); ``None`` elsewhere. Resolved here, in the parent: the child only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl, parent = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
+
+    def set_signal() -> None:  # pragma: no cover - runs in the child between fork and exec
+        prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the orchestrator died before the prctl
+            os._exit(1)
+
+    return set_signal
+
+
+def run_stage_command(command: list[str], cwd: Path = REPO, grace_s: float = STAGE_GRACE_S) -> None:
+    """Run one stage's command so that it never outlives the orchestrator.
+
+    The stage runs in its own process group (a launcher's workers included). SIGTERM or SIGINT to the
+    orchestrator is forwarded to that group; the orchestrator waits for it (SIGKILL after ``grace_s``)
+    and then exits with ``128 + signal`` (``SystemExit``). If the orchestrator is SIGKILLed, Linux sends
+    the stage SIGTERM (parent-death signal). Raises ``CalledProcessError`` when the stage fails.
+    """
+    proc = subprocess.Popen(command, cwd=cwd, start_new_session=True, preexec_fn=_parent_death_signal())
+    received: list[int] = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signum)
+
+    handled = (signal.SIGTERM, signal.SIGINT)
+    previous = {s: signal.signal(s, forward) for s in handled}
+    try:
+        deadline = None
+        while proc.poll() is None:
+            if received and deadline is None:
+                deadline = time.monotonic() + grace_s
+            if deadline is not None and time.monotonic() > deadline:
+                logger.warning("stage %s ignored the signal for %.0f s: killing it", shlex.join(command), grace_s)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.2)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if proc.poll() is None:  # an exception in the orchestrator: the stage goes too
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if received:
+        logger.error("stopped by signal %d; the stage %s was stopped with it", received[0], shlex.join(command))
+        raise SystemExit(128 + received[0])
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, command)
+
+
 def run_plan(
     stages: list[Stage], work: Path, dry_run: bool = False, force: tuple[str, ...] = (),
     reused: dict[str, Path] | None = None,
@@ -394,7 +464,7 @@ def run_plan(
         if stage.command:
             start = time.perf_counter()
             try:
-                subprocess.run(stage.command, check=True, cwd=REPO)
+                run_stage_command(stage.command)
             finally:  # a killed or failed invocation still counts towards the stage's wall time
                 _add_timing(work, stage.name, time.perf_counter() - start)
         else:
@@ -403,10 +473,12 @@ def run_plan(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--workdir", required=True, help="where data, runs, eval and results go")
     p.add_argument("--config", choices=sorted(CONFIGS), default="cpu")
-    p.add_argument("--cache", default=None, help="Debian package cache (default: WORKDIR/debs)")
+    p.add_argument("--cache", default=None,
+                   help="Debian package cache (default: coda-hf data's, ~/.cache/coda_hf/debs: outside the work "
+                        "tree, the packages hold third-party code)")  # fmt: skip
     p.add_argument("--photos", default=None, help="an already prepared photo set (coda-hf data prepare-photos --out)")
     p.add_argument("--vae-photos", default=None,
                    help="an already prepared photo set for stage 0, other photos than --photos (an off-the-shelf VAE)")
@@ -424,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     work = Path(args.workdir).resolve()
     launcher = shlex.split(args.launcher) if args.launcher else None
-    cache = Path(args.cache).resolve() if args.cache else work / "debs"
+    cache = Path(os.path.expanduser(args.cache or DEFAULT_CACHE)).resolve()
     photos = Path(args.photos).resolve() if args.photos else None
     vae_photos = Path(args.vae_photos).resolve() if args.vae_photos else None
     try:

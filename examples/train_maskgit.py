@@ -4,7 +4,8 @@
     accelerate launch examples/train_maskgit.py --tokenizer path/to/tokenizer \
         --train_data_dir path/to/images --resolution 256 --output_dir maskgit-out
 
-Every flag is a field of :class:`coda_hf.training.maskgit_trainer.MaskGitTrainingConfig`.
+Every flag is a field of :class:`coda_hf.training.maskgit_trainer.MaskGitTrainingConfig` (``--help`` lists
+them with their defaults); ``--config file.yaml`` loads a YAML file first.
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ from __future__ import annotations
 import logging
 import sys
 
-from transformers import HfArgumentParser
-
 from coda_hf.training.maskgit_trainer import MaskGitTrainingConfig, train_maskgit
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    (config,) = HfArgumentParser(MaskGitTrainingConfig).parse_args_into_dataclasses(args=argv)
+    try:
+        config = MaskGitTrainingConfig.from_args(argv, prog="train_maskgit.py")
+    except (ValueError, FileNotFoundError) as e:
+        print(f"train_maskgit.py: error: {e}", file=sys.stderr)
+        return 2
     train_maskgit(config)
     return 0
 

@@ -71,14 +71,18 @@ def test_tokenize_bad_file_named_others_finish(model_dir, tmp_path, caplog):
         assert sorted(f.keys()) == ["tokens_0", "tokens_2"]
 
 
-def test_tokenize_resolution_option(model_dir, tmp_path):
+def test_tokenize_resolution_option(model_dir, tmp_path, capsys):
     paths = _write_images(tmp_path, 1)
     out = tmp_path / "r.safetensors"
     assert main(["tokenize", str(paths[0]), "--model", str(model_dir), "--output", str(out), "--resolution", "16"]) == 0
     with safe_open(str(out), "pt") as f:
         assert json.loads(f.metadata()["images"])[0]["image_size"] == [16, 20]
-    with pytest.raises(ValueError, match="--resolution"):
-        main(["tokenize", str(paths[0]), "--model", str(model_dir), "--output", str(out), "--resolution", "1"])
+    for bad in ("1", "0"):
+        capsys.readouterr()
+        code = main(["tokenize", str(paths[0]), "--model", str(model_dir), "--output", str(tmp_path / "s.safetensors"),
+                     "--resolution", bad])  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and f"--resolution {bad}" in err and "Traceback" not in err
 
 
 def test_tokenize_progress_bar_for_many_files(model_dir, tmp_path, capsys):

@@ -128,18 +128,46 @@ def test_evaluate_coda_vq_model(tmp_path, images):
     assert f"| coda | {model.num_tokens(32, 32)} | 32 |" in (out / "metrics.md").read_text()
 
 
-def test_evaluate_bad_inputs(tmp_path, images, caplog):
-    assert main(["evaluate", "--model", str(tmp_path / "nothing"), "--data", str(images)]) == 1
-    assert "no config.json" in caplog.text
+def test_evaluate_bad_inputs(tmp_path, images, capsys):
+    out = ["--output-dir", str(tmp_path / "out")]
+
+    def error(argv):  # every usage error: exit code 2 and one line naming the input
+        capsys.readouterr()
+        code = main(["evaluate", *argv, *out])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and err.startswith("coda-hf evaluate: error: "), err
+        return err
+
+    assert "nothing does not exist" in error(["--model", str(tmp_path / "nothing"), "--data", str(images)])
     (tmp_path / "odd").mkdir()
     (tmp_path / "odd" / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel"}))
-    assert main(["evaluate", "--model", str(tmp_path / "odd"), "--data", str(images)]) == 1
-    assert "'UNet2DModel' is not one of" in caplog.text
+    assert "'UNet2DModel' is not one of" in error(["--model", str(tmp_path / "odd"), "--data", str(images)])
     tiny_autoencoder_kl().save_pretrained(tmp_path / "vae")
-    assert main(["evaluate", "--model", str(tmp_path / "vae"), "--data", str(tmp_path / "missing")]) == 1
-    assert main(["evaluate", "--model", str(tmp_path / "vae"), "--dataset_name", "someone/imgs"]) == 1
-    assert "needs a split" in caplog.text
-    assert main(["evaluate", "--model", str(tmp_path / "vae"), "--data", str(images), "--num-images", "0"]) == 1
+    assert "missing does not exist" in error(["--model", str(tmp_path / "vae"), "--data", str(tmp_path / "missing")])
+    assert "needs a split" in error(["--model", str(tmp_path / "vae"), "--dataset_name", "someone/imgs"])
+    assert "--num-images must be >= 1" in error(["--model", str(tmp_path / "vae"), "--data", str(images),
+                                                 "--num-images", "0"])  # fmt: skip
+    assert not (tmp_path / "out").exists()  # nothing was created by the failed runs
+
+
+def test_evaluate_skips_unreadable_and_uses_every_file_name(tmp_path, capsys):
+    """A truncated image is skipped and counted; train_* / valid* file names are no split; results are
+    kept unless --overwrite."""
+    folder = tmp_path / "images"
+    paths = write_images(folder, n=3)
+    for path, name in zip(paths, ("train_a.png", "valid_b.png")):
+        path.rename(path.with_name(name))
+    (folder / "broken.png").write_bytes(paths[2].read_bytes()[:200])
+    tiny_autoencoder_kl().save_pretrained(tmp_path / "vae")
+    argv = ["evaluate", "--model", str(tmp_path / "vae"), "--data", str(folder), "--resolution", "32",
+            "--output-dir", str(tmp_path / "out"), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert m["num_images"] == 3 and m["skipped_images"] == 1
+    capsys.readouterr()
+    assert main(argv) == 2 and "pass --overwrite" in capsys.readouterr().err
+    assert main([*argv, "--overwrite"]) == 0
+    assert main([*argv[:-3], "--split", "valid", "--output-dir", str(tmp_path / "o2")]) == 2
 
 
 @pytest.mark.slow

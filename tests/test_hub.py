@@ -65,6 +65,7 @@ from coda_hf.cli import main
 model = tiny_tokenizer()
 model.save_pretrained("tok")
 pathlib.Path("tok/metrics.json").write_text(json.dumps({"psnr": 20.5, "ssim": 0.55, "utilization": 1.0, "tokens_per_image": 21}))
+pathlib.Path("tok/.training.lock").write_text("{}")  # a training run's lock: never uploaded
 images = torch.rand(2, 3, 32, 32) * 2 - 1
 with torch.no_grad():
     local = model.encode(images).token_ids
@@ -95,6 +96,7 @@ print("OK")
         assert "CodaVQModel.from_pretrained(\"org/tok\")" in card
         assert "base_model: org/source-vae" in hub.files("org/tok-cli")["README.md"].decode()
         assert hub._server.repos[("model", "org/tok")].private is True
+        assert ".training.lock" not in hub.files("org/tok")
 
 
 def _digest(folder: Path) -> dict:
@@ -154,3 +156,39 @@ def test_push_rejects_bad_repo_id(tmp_path):
         push_to_hub(tmp_path, "no-slash")
     with pytest.raises(FileNotFoundError):
         push_to_hub(tmp_path / "missing", "org/name")
+
+
+@pytest.mark.slow
+def test_save_pretrained_push_to_hub_through_both_libraries(tmp_path):
+    """diffusers' and transformers' save_pretrained(push_to_hub=True, variant=...) upload the diffusers files
+    with the image processor; both libraries load the variant back from the Hub."""
+    with LocalHubServer(token=TOKEN) as hub:
+        _run(
+            TINY_TOKENIZER
+            + """
+import transformers
+import coda_hf.transformers_integration as ti
+
+model = tiny_tokenizer()
+images = torch.rand(2, 3, 32, 32) * 2 - 1
+with torch.no_grad():
+    local = model.encode(images).token_ids
+model.save_pretrained("direct", push_to_hub=True, repo_id="org/direct", variant="fp16")
+ti.CodaVQForTokenization.from_pretrained("direct", variant="fp16").save_pretrained(
+    "wrapped", push_to_hub=True, repo_id="org/wrapped", max_shard_size="100KB", commit_message="from transformers")
+for repo in ("org/direct", "org/wrapped"):
+    variant = "fp16" if repo == "org/direct" else None
+    with torch.no_grad():
+        assert torch.equal(CodaVQModel.from_pretrained(repo, variant=variant).eval().encode(images).token_ids, local)
+        auto = transformers.AutoModel.from_pretrained(repo, variant=variant)
+        assert torch.equal(auto(pixel_values=images).token_ids, local), repo
+print("OK")
+"""
+            ,
+            hub,
+            tmp_path,
+        )
+        for repo in ("org/direct", "org/wrapped"):
+            assert "preprocessor_config.json" in hub.files(repo)
+        assert "diffusion_pytorch_model.fp16.safetensors" in hub.files("org/direct")
+        assert "diffusion_pytorch_model.safetensors.index.json" in hub.files("org/wrapped")

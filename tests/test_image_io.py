@@ -97,3 +97,74 @@ def test_load_images_list_and_single(tmp_path):
     im = Image.new("L", (3, 3))
     assert [x.mode for x in load_images([im, np.zeros((3, 3), np.uint8)])] == ["RGB", "RGB"]
     assert len(load_images(im)) == 1
+
+
+def test_empty_images_raise():
+    for empty in (np.zeros((0, 0, 3), np.uint8), np.zeros((4, 0), np.uint8), Image.new("RGB", (0, 3))):
+        with pytest.raises(ImageLoadError, match="empty image"):
+            load_image(empty)
+
+
+def test_torch_tensor_layouts():
+    import torch
+
+    hwc = np.random.default_rng(0).integers(0, 256, (5, 6, 3), dtype=np.uint8)
+    expected = _px(load_image(hwc))
+    chw = torch.from_numpy(hwc).permute(2, 0, 1)
+    for tensor in (chw, chw[None], torch.from_numpy(hwc), chw.float() / 255, (chw.float() / 255).half()):
+        assert np.array_equal(_px(load_image(tensor)), expected)
+    assert load_image(torch.zeros(3, 3, 4)).size == (4, 3)  # ambiguous (3, 3, 4): channel-first
+    assert _px(load_image(torch.ones(4, 5, dtype=torch.bool)))[0, 0].tolist() == [255, 255, 255]
+    with pytest.raises(ImageLoadError, match="batch"):
+        load_image(torch.zeros(2, 3, 4, 4))
+    assert len(load_images(torch.zeros(2, 3, 4, 4))) == 2
+    with pytest.raises(ImageLoadError, match=r"\[0, 1\]"):
+        load_image(torch.full((3, 2, 2), -0.5))
+
+
+def test_bytes_and_dataset_cells(tmp_path):
+    good = tmp_path / "g.png"
+    Image.fromarray(np.full((3, 4, 3), 7, np.uint8)).save(good)
+    data = good.read_bytes()
+    for source in (data, {"bytes": data, "path": "x.png"}, {"bytes": None, "path": str(good)}):
+        assert _px(load_image(source))[0, 0].tolist() == [7, 7, 7]
+    with pytest.raises(ImageLoadError, match="cell.png"):
+        load_image({"bytes": data[:40], "path": "cell.png"})
+
+
+def test_urls_are_fetched_with_timeout(tmp_path):
+    import functools
+    import http.server
+    import threading
+    import time
+
+    Image.fromarray(np.full((3, 4, 3), 200, np.uint8)).save(tmp_path / "cat.png")
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if self.path == "/slow.png":
+                time.sleep(1)
+                self.path = "/cat.png"
+            super().do_GET()
+
+    class Server(http.server.ThreadingHTTPServer):
+        def handle_error(self, request, client_address):  # the client gave up on /slow.png: not an error here
+            pass
+
+    server = Server(("127.0.0.1", 0), functools.partial(Handler, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert _px(load_image(f"{base}/cat.png"))[0, 0].tolist() == [200, 200, 200]
+        with pytest.raises(ImageLoadError, match="dog.png.*404"):
+            load_image(f"{base}/dog.png")
+        with pytest.raises(ImageLoadError, match="slow.png"):
+            load_image(f"{base}/slow.png", timeout=0.2)
+        with pytest.raises(ImageLoadError, match="cannot fetch image http://127.0.0.1:9/x.png"):
+            load_image("http://127.0.0.1:9/x.png")  # nothing listens on the discard port
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -7,8 +7,9 @@ import torch
 
 from coda_hf.quantizers import AttentionQuantizer, MultiScaleResidualQuantizer
 from coda_hf.quantizers.kmeans import kmeans, sample_rows
+from coda_hf.quantizers.layout import to_tokens
 from coda_hf.quantizers.residual import DATA_INIT_PASSES
-from coda_hf.quantizers.vector import nearest_code, to_tokens
+from coda_hf.quantizers.search import nearest_code
 
 
 def _sse(x: torch.Tensor, codes: torch.Tensor) -> float:

@@ -1,6 +1,7 @@
 """Loss functions against hand-computed values, LPIPS architecture/loading, the perceptual
 distance on real photos, and the composite tokenizer loss."""
 
+import functools
 import math
 
 import pytest
@@ -303,14 +304,20 @@ def test_efficientnet_perceptual_layers_and_resize():
 # ----------------------------------------------------------------------------- composite
 
 
+def _tiny_disc():
+    from coda_hf.discriminators import build_discriminator
+
+    return build_discriminator("patchgan", ndf=8, n_layers=2, norm="group", num_groups=4)
+
+
 def _tiny_loss(**kw):
-    defaults = dict(
-        perceptual_pretrained=False,
-        discriminator="patchgan",
-        discriminator_kwargs={"ndf": 8, "n_layers": 2, "norm": "group", "num_groups": 4},
-    )
-    defaults.update(kw)
-    return ReconstructionLoss(**defaults)
+    """A loss whose generator_loss / discriminator_loss pass a tiny PatchGAN (``loss.disc``)."""
+    loss = ReconstructionLoss(**{"perceptual_pretrained": False, **kw})
+    disc = _tiny_disc()
+    loss.disc = disc
+    loss.generator_loss = functools.partial(loss.generator_loss, discriminator=disc)
+    loss.discriminator_loss = functools.partial(loss.discriminator_loss, discriminator=disc)
+    return loss
 
 
 class _ToyDecoder(torch.nn.Module):
@@ -323,11 +330,28 @@ class _ToyDecoder(torch.nn.Module):
 
 
 def test_composite_defaults_follow_coda_facts():
-    loss = ReconstructionLoss(perceptual_pretrained=False, discriminator_kwargs={"pretrained": False})
+    loss = ReconstructionLoss(perceptual_pretrained=False)
     c = loss.config
     assert (c["l1_weight"], c["l2_weight"], c["perceptual_weight"], c["gan_weight"]) == (0.2, 1.0, 1.0, 1.0)
-    assert c["gan_loss"] == "hinge" and c["adaptive_weight"] is True and c["discriminator"] == "projected"
+    assert c["gan_loss"] == "hinge" and c["adaptive_weight"] is True
     assert TokenizerLoss is ReconstructionLoss
+    # The loss builds no discriminator: the caller's is passed in (the training loop passes its DDP-wrapped
+    # one to the discriminator step), and a GAN loss without one is a clear error.
+    assert loss.discriminator is None and not list(loss.parameters(recurse=False))
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with pytest.raises(ValueError, match="needs a discriminator"):
+        loss.discriminator_loss(x, x)
+
+
+def test_deprecated_discriminator_name_still_builds_one():
+    with pytest.warns(FutureWarning, match="build_discriminator"):
+        loss = ReconstructionLoss(perceptual_pretrained=False, discriminator="patchgan",
+                                  discriminator_kwargs={"ndf": 8, "n_layers": 2, "norm": "group", "num_groups": 4})  # fmt: skip
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    d = loss.discriminator_loss(x, x.flip(-1))  # the built one is the default
+    assert torch.isfinite(d.total) and loss.discriminator_parameters()
+    d.total.backward()
+    assert all(p.grad is not None for p in loss.discriminator_parameters())
 
 
 def test_composite_generator_terms_add_up():
@@ -376,7 +400,7 @@ def test_composite_fixed_gan_weight_non_saturating_and_kl():
     post = DiagonalGaussianDistribution(torch.randn(2, 8, 4, 4))
     out = loss.generator_loss(x, recon, step=0, posterior=post)
     assert out.gan_weight.item() == pytest.approx(0.5)
-    assert out.gan.item() == pytest.approx(non_saturating_g_loss(loss.discriminator(recon)).item(), rel=1e-5)
+    assert out.gan.item() == pytest.approx(non_saturating_g_loss(loss.disc(recon)).item(), rel=1e-5)
     assert out.kl.item() == pytest.approx(0.01 * post.kl().mean().item(), rel=1e-5)
     assert out.perceptual.item() == 0.0
 
@@ -390,22 +414,22 @@ def test_composite_discriminator_step_trains_discriminator():
     assert d.total.item() == pytest.approx(d.d_loss.item())
     d.total.backward()
     assert recon.grad is None  # reconstructions are detached in the discriminator step
-    grads = [p.grad for p in loss.discriminator.parameters()]
+    grads = [p.grad for p in loss.disc.parameters()]
     assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
     assert set(d.to_dict()) >= {"disc/d_loss", "disc/logits_real"}
-    assert len(loss.discriminator_parameters()) == len(list(loss.discriminator.parameters()))
 
 
-def test_discriminator_parameters_exclude_frozen_backbone():
-    loss = ReconstructionLoss(perceptual_pretrained=False, discriminator_kwargs={"pretrained": False})
-    params = {id(p) for p in loss.discriminator_parameters()}
-    assert params == {id(p) for p in loss.discriminator.heads.parameters()}
-    assert _tiny_loss(gan_weight=0.0).discriminator_parameters() == []
+def test_discriminator_trainable_parameters_exclude_frozen_backbone():
+    from coda_hf.discriminators import build_discriminator
+    from coda_hf.training.optim import trainable_parameters
+
+    disc = build_discriminator("projected", pretrained=False)
+    assert {id(p) for p in trainable_parameters(disc)} == {id(p) for p in disc.heads.parameters()}
 
 
 def test_composite_without_gan_and_bad_config():
     loss = _tiny_loss(gan_weight=0.0)
-    assert loss.discriminator is None and not loss.uses_gan
+    assert not loss.uses_gan
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     out = loss(x, x * 0.5, step=100)
     assert out.gan.item() == 0.0
@@ -415,15 +439,16 @@ def test_composite_without_gan_and_bad_config():
         _tiny_loss(gan_loss="wgan")
     with pytest.raises(ValueError, match="l1_weight"):
         _tiny_loss(l1_weight=-1.0)
-    with pytest.raises(ValueError, match="unknown discriminator"):
-        _tiny_loss(discriminator="stylegan")
 
 
 def test_composite_projected_default_discriminator_runs():
-    loss = ReconstructionLoss(perceptual_pretrained=False, discriminator_kwargs={"pretrained": False})
+    from coda_hf.discriminators import build_discriminator
+
+    loss = ReconstructionLoss(perceptual_pretrained=False)
     dec = _ToyDecoder()
     x = torch.rand(2, 3, 32, 32) * 2 - 1
-    out = loss.generator_loss(x, dec(torch.randn(2, 4, 32, 32)), last_layer=dec.conv_out.weight)
+    out = loss.generator_loss(x, dec(torch.randn(2, 4, 32, 32)), last_layer=dec.conv_out.weight,
+                              discriminator=build_discriminator("projected", pretrained=False))  # fmt: skip
     assert torch.isfinite(out.total) and out.gan_weight.item() > 0
 
 

@@ -29,16 +29,22 @@ def test_output_types():
 
     pt = pipe(class_labels=[0, 3], generator=_gen(), output_type="pt")
     assert torch.equal(pt.tokens, pil.tokens)  # same generator -> same tokens
-    assert pt.images.shape == (2, 3, 32, 32) and pt.images.abs().max() <= 1
+    assert pt.images.shape == (2, 3, 32, 32) and pt.images.min() >= 0 and pt.images.max() <= 1  # diffusers' [0, 1]
     ref = pipe.tokenizer.decode(unflatten_indices(pt.tokens, [(1, 1), (2, 2), (4, 4)]))
-    torch.testing.assert_close(pt.images, ref.clamp(-1, 1))
+    torch.testing.assert_close(pt.images, (ref.clamp(-1, 1) + 1) / 2)
     as_uint8 = torch.from_numpy(np.array(pil.images[1])).permute(2, 0, 1).float()
-    torch.testing.assert_close(as_uint8, ((pt.images[1] + 1) * 127.5).round(), atol=1.0, rtol=0)
+    torch.testing.assert_close(as_uint8, (pt.images[1] * 255).round(), atol=1.0, rtol=0)
+    np_out = pipe(class_labels=[0, 3], generator=_gen(), output_type="np")
+    assert isinstance(np_out.images, np.ndarray) and np_out.images.shape == (2, 32, 32, 3)
+    np.testing.assert_allclose(np_out.images, pt.images.permute(0, 2, 3, 1).numpy(), atol=1e-6)
 
-    tokens = pipe(class_labels=3, generator=_gen(), output_type="tokens")
-    assert tokens.images is None and tokens.tokens.shape == (1, 21)
-    images, toks = pipe(class_labels=[1], generator=_gen(), output_type="tokens", return_dict=False)
-    assert images is None and toks.shape == (1, 21)
+    latent = pipe(class_labels=3, generator=_gen(), output_type="latent")
+    assert latent.tokens.shape == (1, 21) and torch.equal(latent.images, latent.tokens)  # token ids, not decoded
+    images, toks = pipe(class_labels=[1], generator=_gen(), output_type="latent", return_dict=False)
+    assert torch.equal(images, toks) and toks.shape == (1, 21)
+    with pytest.warns(FutureWarning, match="latent"):
+        old = pipe(class_labels=3, generator=_gen(), output_type="tokens")  # deprecated alias
+    assert torch.equal(old.images, latent.tokens)
 
 
 def test_same_generator_same_images_different_seed_differs():
@@ -53,8 +59,8 @@ def test_same_generator_same_images_different_seed_differs():
 def test_generation_runs_in_eval_mode_and_restores_it():
     pipe = tiny_pipeline(hidden_dropout_prob=0.5, attention_dropout_prob=0.5)
     pipe.transformer.train()
-    a = pipe(class_labels=[0, 1], generator=_gen(2), output_type="tokens").tokens
-    b = pipe(class_labels=[0, 1], generator=_gen(2), output_type="tokens").tokens
+    a = pipe(class_labels=[0, 1], generator=_gen(2), output_type="latent").tokens
+    b = pipe(class_labels=[0, 1], generator=_gen(2), output_type="latent").tokens
     assert torch.equal(a, b)  # no dropout noise
     assert pipe.transformer.training and not pipe.tokenizer.training
 
@@ -63,7 +69,7 @@ def test_num_inference_steps_calls_transformer_per_step():
     pipe = tiny_pipeline()
     calls = []
     pipe.transformer.register_forward_hook(lambda m, i, o: calls.append(m))
-    pipe(class_labels=[0], num_inference_steps=5, generator=_gen(), output_type="tokens")
+    pipe(class_labels=[0], num_inference_steps=5, generator=_gen(), output_type="latent")
     assert len(calls) == 5
 
 
@@ -77,7 +83,7 @@ def test_classifier_free_guidance_formula():
         return orig_step(logits, i, sample, generator=generator)
 
     pipe.scheduler.step = spy
-    pipe(class_labels=[2], num_inference_steps=1, guidance_scale=3.0, generator=_gen(), output_type="tokens")
+    pipe(class_labels=[2], num_inference_steps=1, guidance_scale=3.0, generator=_gen(), output_type="latent")
     start = torch.full((1, 21), 16)
     cond = pipe.transformer(start, torch.tensor([2])).logits
     uncond = pipe.transformer(start, torch.tensor([4])).logits
@@ -86,8 +92,8 @@ def test_classifier_free_guidance_formula():
 
 def test_guidance_zero_is_unconditional():
     pipe = tiny_pipeline()
-    guided = pipe(class_labels=[0, 1], guidance_scale=0.0, generator=_gen(3), output_type="tokens").tokens
-    uncond = pipe(class_labels=None, batch_size=2, generator=_gen(3), output_type="tokens").tokens
+    guided = pipe(class_labels=[0, 1], guidance_scale=0.0, generator=_gen(3), output_type="latent").tokens
+    uncond = pipe(class_labels=None, batch_size=2, generator=_gen(3), output_type="latent").tokens
     assert torch.equal(guided, uncond)
 
 
@@ -98,11 +104,15 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="class_labels"):
         pipe(class_labels=[0.5])
     with pytest.raises(ValueError, match="output_type"):
-        pipe(class_labels=[0], output_type="np")
+        pipe(class_labels=[0], output_type="numpy")
     with pytest.raises(ValueError, match="guidance_scale"):
         pipe(class_labels=[0], guidance_scale=-1.0)
+    with pytest.raises(ValueError, match="generators for 3 images"):
+        pipe(class_labels=[0, 1, 2], generator=[_gen(), _gen()])
     with pytest.raises(ValueError, match="generator"):
-        pipe(class_labels=[0, 1], generator=[_gen(), _gen()])
+        pipe(class_labels=[0, 1], generator=[_gen(), 3])
+    with pytest.raises(ValueError, match="class_labels"):
+        pipe(class_labels=[[0], [True]])
 
 
 def _library_multiscale_vqgan():
@@ -136,7 +146,7 @@ def test_other_tokenizers(tokenizer, level_shapes):
     n = sum(h * w for h, w in level_shapes)
     assert out.tokens.shape == (2, n) and out.images.shape == (2, 3, 32, 32)
     torch.testing.assert_close(
-        out.images, tok.decode(unflatten_indices(out.tokens, list(level_shapes))).clamp(-1, 1)
+        out.images, (tok.decode(unflatten_indices(out.tokens, list(level_shapes))).clamp(-1, 1) + 1) / 2
     )
 
 

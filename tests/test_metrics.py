@@ -396,6 +396,30 @@ def test_evaluate_tokenizer_discrete_matches_direct_computation(tmp_path):
     assert {p.name for p in tmp_path.iterdir()} == {"reconstructions.png", "code_usage.png", "quant_error.png", "latent_pca.png"}
 
 
+def test_evaluator_quantizes_each_batch_once(monkeypatch):
+    """``encode`` returns the quantizer's statistics with the codes: the evaluator quantizes every batch once,
+    without eval losses (the attention quantizer's entropy term is a softmax over the whole codebook)."""
+    from _helpers_coda import images as coda_images
+    from _helpers_coda import tiny_coda
+
+    from coda_hf.quantizers.attention import AttentionQuantizer
+    from coda_hf.quantizers.multiscale import MultiScaleResidualQuantizer
+
+    model = tiny_coda()
+    calls, searches = [], []
+    forward, search = MultiScaleResidualQuantizer.forward, AttentionQuantizer.search
+    monkeypatch.setattr(MultiScaleResidualQuantizer, "forward", lambda self, *a, **k: calls.append(k) or forward(self, *a, **k))
+    monkeypatch.setattr(AttentionQuantizer, "search", lambda self, f, with_losses=False: searches.append(with_losses) or search(self, f, with_losses))
+    ev = TokenizerEvaluator(model, feature_extractors={})
+    ev.update(coda_images(2))
+    assert calls == [{"with_losses": False}] and searches == [False] * 3  # one pass, 3 levels, no losses
+    m = ev.compute()
+    monkeypatch.undo()
+    with torch.no_grad():
+        direct = model.quantizer(model.encode_latents(coda_images(2))).stats["quant_error"]
+    assert m["quant_error"] == pytest.approx(direct.tolist(), rel=1e-6)
+
+
 def test_evaluator_input_errors():
     ev = TokenizerEvaluator(tiny_autoencoder_kl(), feature_extractors={})
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):

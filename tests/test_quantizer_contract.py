@@ -162,3 +162,38 @@ def test_wrong_channel_count_is_a_clear_error(name):
     q = make(name)
     with pytest.raises(ValueError, match="channels"):
         q(torch.randn(B, C + 1, H, W))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_with_losses_is_an_argument_of_the_call(name):
+    """``with_losses=False`` in eval returns no losses and the same codes; training always computes them."""
+    q = make(name).eval()
+    z = latents()
+    with torch.no_grad():
+        full, fast = q(z), q(z, with_losses=False)
+    assert not fast.losses
+    assert torch.equal(full.quantized, fast.quantized)
+    assert all(torch.equal(a, b) for a, b in zip(full.indices, fast.indices))
+    assert q.train()(z, with_losses=False).losses or not q.train()(z).losses
+
+
+def test_unknown_quantizer_option_names_the_closest():
+    with pytest.raises(ValueError, match=r"unknown option 'codebok_size' \(did you mean 'codebook_size'\?\)"):
+        build_quantizer("vq", dim=4, codebok_size=16)
+
+
+def test_a_quantizer_written_for_forward_z_takes_with_losses():
+    """A plug-in with the older ``forward(z)`` signature still works under ``encode`` / stacks."""
+
+    class Plain(BaseQuantizer):
+        def __init__(self, dim: int = 2):
+            super().__init__()
+            self.dim, self.codebook_size = dim, 2
+
+        def forward(self, z):
+            idx = (z[:, 0] > 0).long()
+            return QuantizerOutput(quantized=z, indices=[idx], losses={"l": z.square().mean()})
+
+    q = Plain().eval()
+    z = torch.randn(1, 2, 3, 3)
+    assert q(z).losses and not q(z, with_losses=False).losses

@@ -21,7 +21,7 @@ from coda_hf.quantizers import (
     VectorQuantizer,
     build_quantizer,
 )
-from coda_hf.quantizers.vector import nearest_code
+from coda_hf.quantizers.search import nearest_code
 
 # name -> (registry name, kwargs); every constructor option appears in at least one case.
 CASES = {
@@ -155,8 +155,7 @@ def test_config_must_be_json_safe():
 @pytest.mark.parametrize("num_tokens,codebook_size", [(32, 4096), (2048, 64), (4096, 65536)])
 def test_perplexity_from_indices_matches_histogram_entropy(num_tokens, codebook_size):
     """The O(N) per-token form equals exp(entropy) of the batch histogram, sparse or dense."""
-    from coda_hf.quantizers.stats import perplexity_from_counts, perplexity_from_indices
-    from coda_hf.quantizers.vector import single_level_stats
+    from coda_hf.quantizers.stats import perplexity_from_counts, perplexity_from_indices, single_level_stats
 
     g = torch.Generator().manual_seed(0)
     # skewed draws so that codes repeat (a uniform draw would make every count 1 when N << K)

@@ -16,8 +16,8 @@ from coda_hf.quantizers import (
     build_quantizer,
 )
 from coda_hf.quantizers.attention import ATTENTION_CHUNK_ELEMENTS, entropy_penalty, entropy_terms
+from coda_hf.quantizers.layout import from_tokens, to_tokens
 from coda_hf.quantizers.multiscale import FLUX_SCALES, MAR_SCALES, scaled_size
-from coda_hf.quantizers.vector import from_tokens, to_tokens
 
 
 def randn(*shape, seed=0, requires_grad=False):

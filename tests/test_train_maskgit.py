@@ -117,6 +117,7 @@ def test_train_maskgit_two_steps_then_resume(
     tmp_path, image_folder, tokenizer_dir, fresh_accelerate_state, caplog
 ):
     caplog.set_level(logging.INFO, logger="coda_hf.training.maskgit_trainer")
+    caplog.set_level(logging.INFO, logger="coda_hf.training.checkpointing")
     out = tmp_path / "run"
     common = [
         "--tokenizer", str(tokenizer_dir),
@@ -180,3 +181,65 @@ def test_train_maskgit_two_steps_then_resume(
     assert len(list((out / "token_cache").iterdir())) == 2 and not (out2 / "logs").exists()
     assert latest_checkpoint(out2).name == "checkpoint-1"  # 5 images, batch 4, accumulation 2: one update
     assert MaskGitTransformer.from_pretrained(out2 / "prior").config.num_classes == 3
+
+
+# The script run by the SIGKILL test: examples/train_maskgit.py with a pause after each checkpoint, so that the
+# test can kill it between two saves (the pause changes timing only, never the numbers).
+_PAUSED_SCRIPT = """
+import os, runpy, sys, time
+from coda_hf.training.trainer import Trainer
+save = Trainer.save_checkpoint
+def save_then_pause(self):
+    save(self)
+    time.sleep(float(os.environ.get("PAUSE_AFTER_CHECKPOINT", "0")))
+Trainer.save_checkpoint = save_then_pause
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, image_folder, tokenizer_dir):
+    """Killed (SIGKILL) between checkpoints and resumed with ``latest``, the prior ends bit-identical to an
+    uninterrupted run: the epoch's shuffle, the batches already seen, dropout and masking all resume.
+    8 images in batches of 3 (3, 3, 2) with accumulation 2: every second update has one micro-batch."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from _helpers_training import script_env
+    from safetensors.torch import load_file
+
+    def argv(out):
+        return [sys.executable, "-c", _PAUSED_SCRIPT, str(SCRIPT), "--tokenizer", str(tokenizer_dir), "--train_data_dir",
+                str(image_folder), "--resolution", "32", "--output_dir", str(out), "--hidden_size", "16",
+                "--num_hidden_layers", "1", "--num_attention_heads", "2", "--dropout", "0.1", "--train_batch_size", "3",
+                "--gradient_accumulation_steps", "2", "--learning_rate", "1e-3", "--lr_warmup_steps", "2",
+                "--max_train_steps", "9", "--checkpointing_steps", "1", "--checkpoints_total_limit", "2",
+                "--validation_steps", "100", "--report_to", "none", "--ema_decay", "0.9", "--class_drop_prob", "0.5",
+                "--token_cache_dir", str(tmp_path / "tokens")]  # fmt: skip
+
+    env = {**script_env(), "PYTHONPATH": f"{Path(__file__).parent}:{script_env()['PYTHONPATH']}"}
+    ref = subprocess.run(argv(tmp_path / "ref"), env=env, capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(argv(out), env={**env, "PAUSE_AFTER_CHECKPOINT": "2"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "checkpoint-5").is_dir() and proc.poll() is None:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    # Step 5 ends in the middle of the third epoch (2 updates per epoch): the resumed run re-draws that
+    # epoch's order and skips the batches it already trained on.
+    assert killed_at == 5 and not (out / "prior").exists()
+    resumed = subprocess.run([*argv(out), "--resume_from_checkpoint", "latest"], env=env, capture_output=True,
+                             text=True, timeout=600)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {out / f'checkpoint-{killed_at}'}" in resumed.stderr
+    want = load_file(str(tmp_path / "ref" / "prior" / "model.safetensors"))
+    got = load_file(str(out / "prior" / "model.safetensors"))
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)

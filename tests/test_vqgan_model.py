@@ -136,18 +136,14 @@ def test_config_is_json_safe_and_validated():
 
 def test_short_training_with_reconstruction_loss_reduces_error():
     """Generator and discriminator steps alternate as a training loop would; the error falls."""
+    from coda_hf.discriminators import build_discriminator
     from coda_hf.losses import ReconstructionLoss
 
     model = _tiny({"name": TEST_QUANTIZER, "codebook_size": 16}).train()
-    loss_fn = ReconstructionLoss(
-        perceptual_weight=0.0,
-        discriminator="patchgan",
-        discriminator_kwargs={"ndf": 8, "n_layers": 2, "norm": "group", "num_groups": 4},
-        gan_weight=0.1,
-        disc_start=5,
-    )
+    loss_fn = ReconstructionLoss(perceptual_weight=0.0, gan_weight=0.1, disc_start=5)
+    disc = build_discriminator("patchgan", ndf=8, n_layers=2, norm="group", num_groups=4)
     opt_g = torch.optim.Adam(model.parameters(), lr=5e-3)
-    opt_d = torch.optim.Adam(loss_fn.discriminator_parameters(), lr=2e-4)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=2e-4)
     # Two real photos at 32 px (random noise is incompressible with 16 codes).
     photos = [
         torch.from_numpy(a).permute(2, 0, 1).float().div(127.5).sub(1)[None] for a in (chelsea(), astronaut())
@@ -158,12 +154,13 @@ def test_short_training_with_reconstruction_loss_reduces_error():
     for step in range(30):
         out = model(x)
         g = loss_fn.generator_loss(
-            x, out.sample, step=step, last_layer=model.get_last_layer(), quantizer_losses=out.losses
+            x, out.sample, step=step, last_layer=model.get_last_layer(), quantizer_losses=out.losses,
+            discriminator=disc,
         )
         opt_g.zero_grad()
         g.total.backward()
         opt_g.step()
-        d = loss_fn.discriminator_loss(x, out.sample, step=step)
+        d = loss_fn.discriminator_loss(x, out.sample, step=step, discriminator=disc)
         opt_d.zero_grad()
         d.total.backward()
         opt_d.step()
@@ -186,3 +183,27 @@ def test_quantizer_attribute_is_the_module_not_the_config(recwarn):
     m.register_to_config(quantizer=new.to_dict())
     assert m.quantizer is new
     assert any(k.startswith("quantizer.") for k in m.state_dict())
+
+
+def test_min_image_size_and_pixel_value_checks():
+    """The minimum size follows the GroupNorms (one value per group at a 1x1 latent breaks them); pixel
+    values are checked on every encode path (forward included); clip=True clamps with a warning."""
+    kwargs = dict(block_out_channels=(8, 16), layers_per_block=1, latent_channels=4, embed_dim=4,
+                  quantizer={"name": "vq", "codebook_size": 8})  # fmt: skip
+    two_per_group, one_per_group = VQGANModel(norm_num_groups=4, **kwargs).eval(), VQGANModel(norm_num_groups=8, **kwargs).eval()
+    assert (two_per_group.min_image_size, one_per_group.min_image_size) == (2, 4)
+    with torch.no_grad():
+        assert two_per_group.encode(torch.zeros(1, 3, 2, 2)).token_ids.shape == (1, 1)  # a 1x1 latent works
+        with pytest.raises(ValueError, match="at least 4 x 4 pixels"):
+            one_per_group.encode(torch.zeros(1, 3, 2, 4))
+        with pytest.raises(ValueError, match=r"got values in \[0, 255\]"):
+            two_per_group(torch.linspace(0, 255, 48).view(1, 3, 4, 4))
+        with pytest.raises(ValueError, match="non-finite"):
+            two_per_group.encode(torch.full((1, 3, 4, 4), float("inf")))
+        with pytest.raises(ValueError, match="at least one image"):
+            two_per_group.encode(torch.zeros(0, 3, 4, 4))
+        x = torch.linspace(-1.5, 1.5, 48).view(1, 3, 4, 4)
+        with pytest.warns(UserWarning, match="clipped"):
+            clipped = two_per_group.encode(x, clip=True)
+        assert torch.equal(clipped.token_ids, two_per_group.encode(x.clamp(-1, 1)).token_ids)
+        two_per_group.encode(torch.full((1, 3, 4, 4), 1.0005))  # within the tolerance of 8-bit rounding

@@ -1,7 +1,10 @@
 """coda_hf: discrete image tokenizers (CODA, VQGAN and the whole VQ family) on the Hugging Face stack.
 
-``import coda_hf`` registers the transformers integration (``AutoConfig`` / ``AutoModel`` for
-``coda_vq`` and ``coda_maskgit``, ``AutoImageProcessor``, the ``"image-tokenization"`` pipeline task).
+``import coda_hf`` is cheap: the names below load on first use, and the transformers integration
+(``AutoConfig`` / ``AutoModel`` for ``coda_vq``, ``AutoImageProcessor``, the ``"image-tokenization"``
+pipeline task) registers itself when transformers is imported (:mod:`coda_hf.lazy_registration`), so
+``import coda_hf`` followed by ``AutoModel.from_pretrained(...)`` works while ``import coda_hf.quantizers``
+costs torch alone.
 
 Where things live:
 
@@ -13,52 +16,47 @@ Where things live:
   (diffusers);
 * ``coda_hf.losses`` / ``coda_hf.discriminators`` / ``coda_hf.training``: the training objective and loop;
 * ``coda_hf.metrics``: PSNR, SSIM, Fréchet distances, codebook statistics, the evaluation loop;
-* ``coda_hf.hub``: model cards and ``push_to_hub``; ``coda_hf.data``: offline real-image datasets.
+* ``coda_hf.hub``: model cards and ``push_to_hub``; ``coda_hf.data``: offline real-image datasets;
+* ``coda_hf.bundled``: the small pretrained models shipped in the package (``bundled_model(name)``);
+* ``coda_hf.app``: the interactive Gradio app of the VAE / VQ-VAE family (``coda-hf app``).
 """
+
+from __future__ import annotations
+
+import importlib
+
+from .lazy_registration import register_when_transformers_loads
 
 __version__ = "0.1.0"
 
-from . import transformers_integration  # noqa: F401  (registers the Auto classes and the pipeline task)
-from .hub import HubPushError, build_model_card, push_to_hub
-from .maskgit import MaskGitConfig, MaskGitScheduler, MaskGitTransformer
-from .models import CodaVQModel, VQGANModel
-from .pipelines.maskgit import CodaMaskGitPipeline, CodaMaskGitPipelineOutput
-from .pipelines.tokenization import CodaTokenizerPipeline
-from .quantizers import (
-    AttentionQuantizer,
-    FSQuantizer,
-    GumbelQuantizer,
-    LookupFreeQuantizer,
-    MultiScaleResidualQuantizer,
-    QuantizerOutput,
-    ResidualQuantizer,
-    VectorQuantizer,
-    build_quantizer,
-)
-from .transformers_integration import CodaVQConfig, CodaVQForTokenization
+# Public name -> the submodule that defines it (imported on first access, PEP 562).
+_EXPORTS = {
+    "HubPushError": ".hub", "build_model_card": ".hub", "push_to_hub": ".hub",
+    "MaskGitConfig": ".maskgit", "MaskGitScheduler": ".maskgit", "MaskGitTransformer": ".maskgit",
+    "CodaVQModel": ".models", "DenseVAE": ".models", "VQGANModel": ".models",
+    "bundled_model": ".bundled", "bundled_models": ".bundled",
+    "CodaMaskGitPipeline": ".pipelines.maskgit", "CodaMaskGitPipelineOutput": ".pipelines.maskgit",
+    "CodaTokenizerPipeline": ".pipelines.tokenization",
+    "AttentionQuantizer": ".quantizers", "FSQuantizer": ".quantizers", "GumbelQuantizer": ".quantizers",
+    "LookupFreeQuantizer": ".quantizers", "MultiScaleResidualQuantizer": ".quantizers",
+    "QuantizerOutput": ".quantizers", "ResidualQuantizer": ".quantizers", "VectorQuantizer": ".quantizers",
+    "build_quantizer": ".quantizers",
+    "CodaVQConfig": ".transformers_integration", "CodaVQForTokenization": ".transformers_integration",
+}  # fmt: skip
 
-__all__ = [
-    "AttentionQuantizer",
-    "CodaMaskGitPipeline",
-    "CodaMaskGitPipelineOutput",
-    "CodaTokenizerPipeline",
-    "CodaVQConfig",
-    "CodaVQForTokenization",
-    "CodaVQModel",
-    "FSQuantizer",
-    "GumbelQuantizer",
-    "HubPushError",
-    "LookupFreeQuantizer",
-    "MaskGitConfig",
-    "MaskGitScheduler",
-    "MaskGitTransformer",
-    "MultiScaleResidualQuantizer",
-    "QuantizerOutput",
-    "ResidualQuantizer",
-    "VQGANModel",
-    "VectorQuantizer",
-    "__version__",
-    "build_model_card",
-    "push_to_hub",
-    "build_quantizer",
-]
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+register_when_transformers_loads()

@@ -186,7 +186,8 @@ def push_to_hub(
             source = Path(model_or_dir)
             if not source.is_dir():
                 raise FileNotFoundError(f"model directory {source} does not exist")
-            shutil.copytree(source, staging)
+            # not a training run's lock file (training/run_lock.py) or an interrupted checkpoint save
+            shutil.copytree(source, staging, ignore=shutil.ignore_patterns(".training.lock", ".checkpoint-*"))
         elif hasattr(model_or_dir, "save_pretrained"):
             model_or_dir.save_pretrained(staging)
         else:

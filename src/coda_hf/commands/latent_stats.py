@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -22,16 +21,19 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--write", action="store_true", help="store the factors in the VAE directory's config.json")
     p.add_argument("--output", default=None, help="also write the measured numbers to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from diffusers import AutoencoderKL
-
     from ..metrics.eval_data import image_batches, load_image_dataset
     from ..models.latent_stats import estimate_latent_normalization, write_latent_normalization
+    from ..models.loading import load_autoencoder_kl
+    from ..output_files import check_output_file, write_text_atomic
 
-    vae = AutoencoderKL.from_pretrained(args.vae, subfolder=args.subfolder).eval()
+    if args.output:
+        check_output_file(args.output, overwrite=args.overwrite, option="--output")
+    vae = load_autoencoder_kl(args.vae, subfolder=args.subfolder).eval()
     dataset = load_image_dataset(data=args.data, dataset_name=args.dataset_name, split=args.split)
     batches = image_batches(dataset, args.resolution, batch_size=args.batch_size, num_images=args.num_images)
     stats = estimate_latent_normalization(vae, batches)
@@ -40,5 +42,5 @@ def run(args) -> int:
         target = args.vae if args.subfolder is None else f"{args.vae}/{args.subfolder}"
         logger.info("wrote shift_factor / scaling_factor to %s", write_latent_normalization(target, stats))
     if args.output:
-        Path(args.output).write_text(json.dumps(stats, indent=2) + "\n")
+        write_text_atomic(args.output, json.dumps(stats, indent=2) + "\n")
     return 0

@@ -28,7 +28,7 @@ def run(args) -> int:
             args.model, args.repo_id, private=args.private or None, token=args.token, metrics=args.metrics,
             base_model=args.base_model, datasets=args.dataset, license=args.license,
         )
-    except (HubPushError, FileNotFoundError, ValueError) as e:
+    except HubPushError as e:  # the Hub refused (usage errors raise: exit code 2)
         logger.error("%s", e)
         return 1
     logger.info("pushed to %s", url)

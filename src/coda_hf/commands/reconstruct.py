@@ -1,15 +1,23 @@
 """``coda-hf reconstruct``: encode images to tokens and decode them back, saving PNGs.
 
-``<output-dir>/<stem>.png`` per input (the processed size: see ``coda-hf tokenize``). Unreadable files are
-reported by name, the others still finish, and the exit code is then 1.
+One PNG per input under ``--output-dir``, named by :func:`coda_hf.output_files.distinct_output_names`
+(the inputs' folder tree below their common folder, so equal file names never overwrite each other), at
+the processed size (see ``coda-hf tokenize``). Existing outputs are refused unless ``--overwrite``; each PNG
+is written atomically. Unreadable files are reported by name, the others still finish, and the exit code
+is then 1.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-from .tokenize import add_common_arguments, iterate_images, load_model_and_processor
+from .tokenize import (
+    add_common_arguments,
+    check_resolution,
+    iterate_images,
+    load_model_and_processor,
+    report_failures,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -26,24 +34,20 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import torch
 
+    from ..output_files import atomic_output, check_output_dir, distinct_output_names
     from ..pipelines.maskgit import tensor_to_pil
 
+    check_resolution(args.resolution)
+    names = distinct_output_names(args.images, ".png")
+    out_dir = check_output_dir(args.output_dir, names, overwrite=args.overwrite)
     model, processor = load_model_and_processor(args.model, args.resolution)
-    out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    failed, used = [], set()
+    failed = []
     with torch.no_grad():
         for i, path, pixels in iterate_images(args.images, processor, not args.no_progress):
             if pixels is None:
                 failed.append(path)
                 continue
-            enc = model.encode(pixels)
-            recon = model.decode(enc.indices)  # (1, 3, H, W) in ~[-1, 1]
-            stem = Path(path).stem
-            name = f"{stem}.png" if stem not in used else f"{stem}_{i}.png"
-            used.add(stem)
-            tensor_to_pil(recon)[0].save(out_dir / name)
-    if failed:
-        logger.error("%d of %d image(s) failed: %s", len(failed), len(args.images), ", ".join(map(str, failed)))
-        return 1
-    return 0
+            recon = model.decode(model.encode(pixels).indices)  # (1, 3, H, W) in [-1, 1]
+            with atomic_output(out_dir / names[i]) as tmp:
+                tensor_to_pil(recon)[0].save(tmp, format="PNG")
+    return report_failures(failed, len(args.images))

@@ -1,15 +1,13 @@
 """``coda-hf tokenize``: images -> discrete token ids of a saved CodaVQModel, in one safetensors file.
 
-File layout: one ``(N,)`` int64 tensor per successfully tokenized image under the key ``tokens_<i>``
-(``i`` = position on the command line) and JSON metadata ``"images"``: a list of ``{"key", "path",
-"image_size": [H, W], "level_shapes": [[h_l, w_l], ...]}`` plus ``"model"`` and ``"codebook_size"``.
-Images are resized/cropped by the model's ``CodaImageProcessor`` (``preprocessor_config.json``).
-A file that cannot be read is reported by name; the others still finish and the exit code is 1.
+The file layout is :mod:`coda_hf.tokens_file` (``coda-hf decode`` turns it back into images). Images are
+resized/cropped by the model's ``CodaImageProcessor`` (``preprocessor_config.json``). The output location is
+checked before any image is encoded; an existing file is kept unless ``--overwrite``; the file is written
+atomically. A file that cannot be read is reported by name; the others still finish and the exit code is 1.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -30,7 +28,14 @@ def add_common_arguments(p) -> None:
     p.add_argument("--resolution", type=int, default=None,
                    help="resize the shorter side to this before cropping to a multiple of the downsample factor "
                         "(default: the model's preprocessor_config.json)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def check_resolution(resolution: int | None) -> None:
+    """``--resolution`` must be a positive size (the model's minimum is checked once it is loaded)."""
+    if resolution is not None and resolution < 1:
+        raise ValueError(f"--resolution {resolution}: must be a positive number of pixels")
 
 
 def load_model_and_processor(model_dir: str, resolution: int | None = None):
@@ -44,8 +49,11 @@ def load_model_and_processor(model_dir: str, resolution: int | None = None):
     else:
         processor = model.default_image_processor()
     if resolution is not None:
-        if resolution < model.downsample_factor:
-            raise ValueError(f"--resolution {resolution} is smaller than the downsample factor {model.downsample_factor}")
+        if resolution < model.min_image_size:
+            raise ValueError(
+                f"--resolution {resolution}: smaller than the model's minimum image size {model.min_image_size} "
+                f"(downsample factor {model.downsample_factor})"
+            )
         processor.size = {"shortest_edge": int(resolution)}
     processor.size_divisor = model.downsample_factor
     return model, processor
@@ -68,31 +76,35 @@ def iterate_images(paths: list[str], processor, show_progress: bool):
         yield i, path, pixels
 
 
+def report_failures(failed: list[str], total: int) -> int:
+    """Log the inputs that failed; the exit code (1 if any failed)."""
+    if failed:
+        logger.error("%d of %d image(s) failed: %s", len(failed), total, ", ".join(map(str, failed)))
+        return 1
+    return 0
+
+
 def run(args) -> int:
     import torch
-    from safetensors.torch import save_file
 
+    from ..output_files import check_output_file
+    from ..tokens_file import TokenizedImage, TokensFile, model_reference, save_tokens
+
+    check_resolution(args.resolution)
+    out = check_output_file(args.output, overwrite=args.overwrite, option="--output")
     model, processor = load_model_and_processor(args.model, args.resolution)
-    tensors, records, failed = {}, [], []
+    images, failed = [], []
     with torch.no_grad():
         for i, path, pixels in iterate_images(args.images, processor, not args.no_progress):
             if pixels is None:
                 failed.append(path)
                 continue
             enc = model.encode(pixels)
-            key = f"tokens_{i}"
-            tensors[key] = enc.token_ids[0].to(torch.int64).contiguous()  # (N,) level-major
-            records.append({
-                "key": key, "path": str(path), "image_size": list(pixels.shape[-2:]),
-                "level_shapes": [list(idx.shape[-2:]) for idx in enc.indices],
-            })  # fmt: skip
-    if tensors:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        metadata = {"images": json.dumps(records), "model": str(args.model), "codebook_size": str(model.codebook_size)}
-        save_file(tensors, str(out), metadata=metadata)
-        logger.info("wrote tokens of %d image(s) to %s", len(tensors), out)
-    if failed:
-        logger.error("%d of %d image(s) failed: %s", len(failed), len(args.images), ", ".join(map(str, failed)))
-        return 1
-    return 0
+            images.append(TokenizedImage(
+                key=f"tokens_{i}", path=str(path), token_ids=enc.token_ids[0],  # (N,) level-major
+                image_size=tuple(pixels.shape[-2:]), level_shapes=[tuple(idx.shape[-2:]) for idx in enc.indices],
+            ))  # fmt: skip
+    if images:
+        save_tokens(out, TokensFile(images, model=model_reference(args.model), codebook_size=model.codebook_size))
+        logger.info("wrote tokens of %d image(s) to %s", len(images), out)
+    return report_failures(failed, len(args.images))

@@ -248,7 +248,9 @@ class ProjectedDiscriminator(ModelMixin, ConfigMixin):
         """``ModelMixin.from_pretrained``; give ``feature_network`` again for a custom (e.g. DINO) backbone."""
         token = _LOADING_FEATURE_NETWORK.set(feature_network)
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            from ..models.loading import load_pretrained
+
+            return load_pretrained(cls, pretrained_model_name_or_path, *args, loader=super().from_pretrained, **kwargs)
         finally:
             _LOADING_FEATURE_NETWORK.reset(token)
 

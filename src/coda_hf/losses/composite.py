@@ -9,12 +9,17 @@ Generator step (``ReconstructionLoss.generator_loss``)::
 
 with ``lambda`` the VQGAN adaptive weight (times ``gan_weight``) or ``gan_weight`` itself, and
 ``disc_factor`` 0 before ``disc_start`` and 1 from it on. Defaults follow the CODA recipe
-(coda-facts.md): L1 0.2, L2 1.0, perceptual 1.0, GAN 1.0, hinge, adaptive weight, a
-StyleGAN-T-style projected discriminator. Discriminator step: ``discriminator_loss``.
+(coda-facts.md): L1 0.2, L2 1.0, perceptual 1.0, GAN 1.0, hinge, adaptive weight.
+Discriminator step: ``discriminator_loss``.
+
+The discriminator is the caller's module (e.g. :func:`coda_hf.discriminators.build_discriminator`), passed
+to each call: a training loop gives the generator step the bare module and the discriminator step its
+DDP-wrapped one, and trains its parameters with its own optimiser.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,7 +87,7 @@ class DiscriminatorLossOutput:
 
 
 class ReconstructionLoss(nn.Module):
-    """Pixel + perceptual + adversarial (+ quantizer, + KL) tokenizer loss, with its discriminator.
+    """Pixel + perceptual + adversarial (+ quantizer, + KL) tokenizer loss; the discriminator is passed in.
 
     Args:
         l1_weight: weight of the pixel L1 loss.
@@ -91,15 +96,17 @@ class ReconstructionLoss(nn.Module):
         perceptual_backend: ``"efficientnet"`` (offline; uncalibrated LPIPS-style, not LPIPS) or ``"lpips"``.
         perceptual_pretrained: EfficientNet backend: load ImageNet weights (``False`` only for tests).
         lpips_weights: LPIPS backend: safetensors path or Hub repo id.
-        gan_weight: weight of the generator GAN loss (multiplies the adaptive weight); 0 disables the GAN.
+        gan_weight: weight of the generator GAN loss (multiplies the adaptive weight); 0 disables the GAN
+            (otherwise the calls need a ``discriminator``).
         gan_loss: ``"hinge"`` or ``"non_saturating"``.
         adaptive_weight: use the VQGAN adaptive weight (needs ``last_layer`` in the generator step).
         adaptive_weight_max: clamp of the adaptive weight.
         disc_start: optimisation step from which the GAN terms are on (warm-up; 0 = from the start).
             coda-facts.md does not give the authors' value.
-        discriminator: ``"projected"`` (StyleGAN-T style on frozen features) or ``"patchgan"``.
-        discriminator_kwargs: constructor kwargs of the discriminator (JSON-safe).
         kl_weight: beta of the beta-VAE KL term, used when a ``posterior`` is passed.
+        discriminator / discriminator_kwargs: deprecated: a discriminator NAME built here and used when a
+            call passes none. Build it yourself (``build_discriminator(name, **kwargs)``) and pass it to
+            :meth:`generator_loss` / :meth:`discriminator_loss`.
     """
 
     def __init__(
@@ -115,10 +122,11 @@ class ReconstructionLoss(nn.Module):
         adaptive_weight: bool = True,
         adaptive_weight_max: float = 1e4,
         disc_start: int = 0,
-        discriminator: str = "projected",
-        discriminator_kwargs: dict[str, Any] | None = None,
         kl_weight: float = 1e-6,
+        discriminator: str | None = None,
+        discriminator_kwargs: dict[str, Any] | None = None,
     ):
+        config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}  # the arguments, JSON-safe
         super().__init__()
         if gan_loss not in GAN_LOSSES:
             raise ValueError(f"gan_loss must be one of {GAN_LOSSES}; got {gan_loss!r}")
@@ -133,14 +141,7 @@ class ReconstructionLoss(nn.Module):
                 raise ValueError(f"{name} must be >= 0; got {w}")
         if disc_start < 0:
             raise ValueError(f"disc_start must be >= 0; got {disc_start}")
-        self.config = {
-            "l1_weight": l1_weight, "l2_weight": l2_weight, "perceptual_weight": perceptual_weight,
-            "perceptual_backend": perceptual_backend, "perceptual_pretrained": perceptual_pretrained,
-            "lpips_weights": lpips_weights, "gan_weight": gan_weight, "gan_loss": gan_loss,
-            "adaptive_weight": adaptive_weight, "adaptive_weight_max": adaptive_weight_max,
-            "disc_start": disc_start, "discriminator": discriminator,
-            "discriminator_kwargs": dict(discriminator_kwargs or {}), "kl_weight": kl_weight,
-        }  # fmt: skip
+        self.config = config
         self.l1_weight, self.l2_weight, self.perceptual_weight = l1_weight, l2_weight, perceptual_weight
         self.gan_weight, self.gan_loss, self.adaptive_weight = gan_weight, gan_loss, adaptive_weight
         self.adaptive_weight_max, self.disc_start, self.kl_weight = adaptive_weight_max, disc_start, kl_weight
@@ -149,20 +150,33 @@ class ReconstructionLoss(nn.Module):
             if perceptual_weight > 0
             else None
         )
-        # The discriminator's parameters are trained by a separate optimiser (discriminator step).
-        self.discriminator = (
-            build_discriminator(discriminator, **(discriminator_kwargs or {})) if gan_weight > 0 else None
-        )
+        self.discriminator = None
+        if discriminator is not None:
+            warnings.warn(
+                "ReconstructionLoss(discriminator=NAME) is deprecated: build it with coda_hf.discriminators."
+                "build_discriminator(NAME, **kwargs) and pass it as generator_loss(..., discriminator=d) / "
+                "discriminator_loss(..., discriminator=d)", FutureWarning, stacklevel=2,
+            )  # fmt: skip
+            if gan_weight > 0:
+                self.discriminator = build_discriminator(discriminator, **(discriminator_kwargs or {}))
 
     @property
     def uses_gan(self) -> bool:
-        return self.discriminator is not None
+        """The generator loss has an adversarial term (``gan_weight > 0``)."""
+        return self.gan_weight > 0
 
     def discriminator_parameters(self) -> list[nn.Parameter]:
-        """Trainable discriminator parameters (for the discriminator optimiser); frozen backbones excluded."""
+        """Deprecated path: trainable parameters of the discriminator built here (frozen backbones excluded)."""
         if self.discriminator is None:
             return []
         return [p for p in self.discriminator.parameters() if p.requires_grad]
+
+    def _discriminator(self, discriminator: nn.Module | None) -> nn.Module:
+        discriminator = discriminator if discriminator is not None else self.discriminator
+        if discriminator is None:
+            raise ValueError("gan_weight > 0 needs a discriminator: pass discriminator=build_discriminator(...) "
+                             "(coda_hf.discriminators), or gan_weight=0")  # fmt: skip
+        return discriminator
 
     def generator_loss(
         self,
@@ -172,6 +186,7 @@ class ReconstructionLoss(nn.Module):
         last_layer: torch.Tensor | None = None,
         quantizer_losses: dict[str, torch.Tensor] | None = None,
         posterior=None,
+        discriminator: nn.Module | None = None,
     ) -> GeneratorLossOutput:
         """Generator-step loss.
 
@@ -182,9 +197,10 @@ class ReconstructionLoss(nn.Module):
                 adaptive weight while gradients are enabled.
             quantizer_losses: ``QuantizerOutput.losses`` / model output ``losses`` (already weighted).
             posterior: a diffusers ``DiagonalGaussianDistribution`` for the beta-VAE KL term.
+            discriminator: the discriminator (needed while the GAN term is on).
 
-        Note: the GAN term backpropagates through the discriminator too; zero its gradients before
-        the discriminator step (``optimizer_d.zero_grad()``).
+        Note: the GAN term backpropagates through the discriminator too; freeze its parameters for
+        this step or zero its gradients before the discriminator step (``optimizer_d.zero_grad()``).
         """
         zero = reconstructions.new_zeros((), dtype=torch.float32)
         l1 = l1_loss(reconstructions, inputs)
@@ -195,7 +211,7 @@ class ReconstructionLoss(nn.Module):
         disc_factor = warmup_factor(step, self.disc_start)
         gan, gan_weight = zero, zero
         if self.uses_gan and disc_factor > 0:
-            gan = generator_loss(self.discriminator(reconstructions), self.gan_loss)
+            gan = generator_loss(self._discriminator(discriminator)(reconstructions), self.gan_loss)
             if self.adaptive_weight and torch.is_grad_enabled():
                 if last_layer is None:
                     raise ValueError(
@@ -220,16 +236,18 @@ class ReconstructionLoss(nn.Module):
         )  # fmt: skip
 
     def discriminator_loss(
-        self, inputs: torch.Tensor, reconstructions: torch.Tensor, step: int = 0
+        self, inputs: torch.Tensor, reconstructions: torch.Tensor, step: int = 0,
+        discriminator: nn.Module | None = None,
     ) -> DiscriminatorLossOutput:
-        """Discriminator-step loss on real ``inputs`` and (detached) ``reconstructions``."""
+        """Discriminator-step loss of ``discriminator`` on real ``inputs`` and (detached) ``reconstructions``."""
         if not self.uses_gan:
             raise ValueError(
                 "discriminator_loss called but this ReconstructionLoss has no GAN (gan_weight=0)"
             )
+        discriminator = self._discriminator(discriminator)
         disc_factor = warmup_factor(step, self.disc_start)
-        logits_real = self.discriminator(inputs.detach())
-        logits_fake = self.discriminator(reconstructions.detach())
+        logits_real = discriminator(inputs.detach())
+        logits_fake = discriminator(reconstructions.detach())
         d_loss = discriminator_loss(logits_real, logits_fake, self.gan_loss)
         return DiscriminatorLossOutput(
             total=disc_factor * d_loss,

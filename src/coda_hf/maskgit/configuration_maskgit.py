@@ -18,7 +18,8 @@ class MaskGitConfig(PretrainedConfig):
         num_classes: number of real classes (the null class is added on top).
         hidden_size: transformer width.
         num_hidden_layers: number of pre-norm transformer blocks.
-        num_attention_heads: attention heads per block (must divide ``hidden_size``).
+        num_attention_heads: attention heads per block (must divide ``hidden_size``; checked by the model,
+            as transformers configs leave architecture checks to the model).
         intermediate_size: MLP hidden width (``4 * hidden_size`` when ``None``).
         hidden_dropout_prob: dropout on embeddings, attention output and MLP output.
         attention_dropout_prob: dropout on attention weights.
@@ -54,10 +55,6 @@ class MaskGitConfig(PretrainedConfig):
             raise ValueError(f"codebook_size must be >= 2; got {codebook_size}")
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1; got {num_classes}")
-        if hidden_size % num_attention_heads != 0:
-            raise ValueError(
-                f"hidden_size ({hidden_size}) must be divisible by num_attention_heads ({num_attention_heads})"
-            )
         self.level_shapes = level_shapes
         self.codebook_size = int(codebook_size)
         self.num_classes = int(num_classes)

@@ -46,14 +46,25 @@ class MaskGitMaskingOutput(BaseOutput):
     timesteps: torch.Tensor
 
 
-def _uniform(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """Uniform noise in ``(0, 1)`` drawn on the generator's device (reproducible), moved to ``device``."""
+Generators = torch.Generator | list[torch.Generator] | None
+
+
+def _uniform(shape: tuple[int, ...], generator: Generators, device: torch.device) -> torch.Tensor:
+    """Uniform noise in ``(0, 1)`` drawn on the generator's device (reproducible), moved to ``device``.
+
+    A list holds one generator per row (dim 0): row ``i`` comes from ``generator[i]`` alone, so a batch
+    reproduces, row by row, what each generator gives for a batch of one (diffusers' ``randn_tensor`` rule).
+    """
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"got a list of {len(generator)} generators for a batch of {shape[0]}; pass one per sample")
+        return torch.cat([_uniform((1, *shape[1:]), g, device) for g in generator])
     gen_device = generator.device if generator is not None else device
     u = torch.rand(shape, generator=generator, device=gen_device).to(device)
     return u.clamp_(1e-20, 1.0 - 1e-7)
 
 
-def _gumbel(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+def _gumbel(shape: tuple[int, ...], generator: Generators, device: torch.device) -> torch.Tensor:
     return -torch.log(-torch.log(_uniform(shape, generator, device)))
 
 
@@ -97,7 +108,7 @@ class MaskGitScheduler(SchedulerMixin, ConfigMixin):
         token_ids: torch.Tensor,
         mask_token_id: int,
         timesteps: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
     ) -> MaskGitMaskingOutput:
         """Mask ``ceil(gamma(r) * N)`` (at least one) random positions of each sample.
 
@@ -105,7 +116,7 @@ class MaskGitScheduler(SchedulerMixin, ConfigMixin):
             token_ids: ``(B, N)`` codes.
             mask_token_id: the id written at masked positions (``transformer.mask_token_id``).
             timesteps: ``(B,)`` progress ``r`` per sample; uniform in ``[0, 1)`` when ``None``.
-            generator: randomness for ``r`` and the positions.
+            generator: randomness for ``r`` and the positions (a list: one generator per sample).
         """
         if not isinstance(token_ids, torch.Tensor) or token_ids.ndim != 2:
             shape = (
@@ -143,7 +154,7 @@ class MaskGitScheduler(SchedulerMixin, ConfigMixin):
         logits: torch.Tensor,
         step_index: int,
         sample: torch.Tensor,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         return_dict: bool = True,
     ) -> MaskGitSchedulerOutput | tuple:
         """One confidence-based unmasking step (MaskGIT iterative decoding).
@@ -157,7 +168,8 @@ class MaskGitScheduler(SchedulerMixin, ConfigMixin):
             logits: ``(B, N, K)`` logits over the codes.
             step_index: ``t`` in ``[0, num_inference_steps)``.
             sample: ``(B, N)`` current ids; the mask id is ``K`` (``logits.shape[-1]``).
-            generator: randomness for sampling and the Gumbel noise.
+            generator: randomness for sampling and the Gumbel noise; a list holds one generator per sample
+                (sample ``i`` then draws exactly what ``generator[i]`` draws for a batch of one).
         """
         if self.num_inference_steps is None:
             raise ValueError("call set_timesteps(num_inference_steps) before step()")

@@ -8,9 +8,9 @@ quantization error (paper Figure 4) and the per-image token count, all reducible
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 
-from ..quantizers.stats import CodebookCounter, _all_reduce
+from ..distributed import all_reduce_
+from ..quantizers.stats import CodebookCounter
 
 
 class CodebookStatistics:
@@ -55,15 +55,15 @@ class CodebookStatistics:
         """Sum counts, errors and image/token counts over all processes (every rank, once)."""
         self.counter.sync()
         for t in (self.num_images, self.num_tokens):
-            _all_reduce(t, dist.ReduceOp.SUM)
+            all_reduce_(t, "sum")
         # A process that saw no batch has no per-level sums yet: agree on the level count first.
         levels = torch.tensor(0 if self.quant_error_sum is None else self.quant_error_sum.numel(), device=self.device)
-        _all_reduce(levels, dist.ReduceOp.MAX)
+        all_reduce_(levels, "max")
         if int(levels) == 0:
             return
         if self.quant_error_sum is None:
             self.quant_error_sum = torch.zeros(int(levels), dtype=torch.float64, device=self.device)
-        _all_reduce(self.quant_error_sum, dist.ReduceOp.SUM)
+        all_reduce_(self.quant_error_sum, "sum")
 
     def compute(self) -> dict:
         """JSON-safe summary: ``utilization`` (fraction of codes used at least once), ``perplexity``,

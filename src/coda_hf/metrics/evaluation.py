@@ -13,7 +13,7 @@ e.g. under ``accelerate launch``) before turning it into numbers. :func:`evaluat
 runs it over an iterable of batches.
 
 Tokenizers: anything with the ``CodaVQModel`` / ``VQGANModel`` interface (``encode(images)`` ->
-``.indices``, ``.quantized``, ``.latents``; ``decode(indices)``; ``.quantizer``), or a continuous
+``.indices``, ``.quantized``, ``.latents``, ``.stats``; ``decode(indices)``; ``.quantizer``), or a continuous
 diffusers ``AutoencoderKL`` (the upper-bound row: no codebook metrics).
 """
 
@@ -24,19 +24,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
-from ..quantizers.stats import _all_reduce
+from ..distributed import all_reduce_, rank
 from .codebook import CodebookStatistics
 from .features import FD_EFFNET_NOTE, PooledFeatures, default_feature_extractors
 from .frechet import FrechetStatistics
 from .image_quality import psnr, ssim, to_uint8_range
 
 logger = logging.getLogger(__name__)
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def is_continuous_autoencoder(model) -> bool:
@@ -101,13 +96,14 @@ class TokenizerEvaluator:
 
     @torch.no_grad()
     def _quant_error(self, enc) -> torch.Tensor | None:
-        """``(L,)`` per-level error: the quantizer's ``stats["quant_error"]`` on the encoder's latents."""
+        """``(L,)`` per-level error: the ``stats["quant_error"]`` that ``encode`` returns with the indices
+        (the batch is quantized once), else the MSE between the encoder's quantized and continuous latents."""
+        stats = getattr(enc, "stats", None) or {}
+        if "quant_error" in stats:
+            return stats["quant_error"].reshape(-1)
         latents = getattr(enc, "latents", None)
         if latents is None:
             return None
-        stats = self.model.quantizer(latents).stats
-        if "quant_error" in stats:
-            return stats["quant_error"].reshape(-1)
         return (enc.quantized.float() - latents.float()).pow(2).mean().reshape(1)
 
     # ------------------------------------------------------------------ accumulation
@@ -133,7 +129,7 @@ class TokenizerEvaluator:
             fake.update(net(rec_in.float()))
         if enc is not None:
             self.codebook.update(list(enc.indices), self._quant_error(enc))
-        if _rank() == 0:
+        if rank() == 0:
             self._keep_samples(images, recon, enc)
         return recon
 
@@ -160,7 +156,7 @@ class TokenizerEvaluator:
         """
         if self._synced is not None:
             return dict(self._synced)
-        _all_reduce(self.sums, dist.ReduceOp.SUM)
+        all_reduce_(self.sums, "sum")
         for real, fake in self.fd_stats.values():
             real.sync()
             fake.sync()
@@ -243,7 +239,7 @@ def evaluate_tokenizer(
     was_training = bool(getattr(model, "training", False))
     evaluator = TokenizerEvaluator(model, feature_extractors=feature_extractors, num_grid_images=num_grid_images)
     seen = 0
-    bar = tqdm(total=num_images, desc="evaluate", unit="img", disable=not progress or _rank() != 0)
+    bar = tqdm(total=num_images, desc="evaluate", unit="img", disable=not progress or rank() != 0)
     for batch in images_iterable:
         images = _batch_images(batch)
         if num_images is not None:
@@ -257,7 +253,7 @@ def evaluate_tokenizer(
             break
     bar.close()
     metrics = evaluator.compute()
-    if output_dir is not None and _rank() == 0:
+    if output_dir is not None and rank() == 0:
         evaluator.save_plots(output_dir)
     model.train(was_training)  # usable inside a training loop
     return metrics

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
-from ..quantizers.stats import _all_reduce
+from ..distributed import all_reduce_
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -127,7 +126,7 @@ class FrechetStatistics:
     def sync(self) -> None:
         """Sum the statistics of all processes (call on every rank, once)."""
         for t in (self.count, self.sum, self.outer_sum):
-            _all_reduce(t, dist.ReduceOp.SUM)
+            all_reduce_(t, "sum")
 
     def mean(self) -> torch.Tensor:
         """``(D,)`` float64 mean."""

@@ -16,6 +16,7 @@ pipeline and the CLI).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ from diffusers.models.modeling_utils import ModelMixin
 
 from ..quantizers import build_quantizer
 from ..quantizers.multiscale import MAR_SCALES
+from ..settings import deep_merge
 from .lora import add_conv_lora, merge_conv_lora
 from .presets import CONV_TARGETS, DEFAULT_CODEBOOK_SIZE, DEFAULT_LORA_RANK, coda_quantizer, get_preset
 from .tokenizer_mixin import DiscreteTokenizerMixin
@@ -40,6 +42,11 @@ def clean_vae_config(config: Any) -> dict[str, Any]:
             continue
         out[k] = list(v) if isinstance(v, tuple) else v
     return out
+
+
+def _lora_sides(lora: dict[str, Any]) -> dict[str, Any]:
+    """A LoRA config as ``{"encoder": {...}, "decoder": {...}}`` (a flat one applies to both sides)."""
+    return lora if ("encoder" in lora or "decoder" in lora) else {"encoder": lora, "decoder": lora}
 
 
 class CodaVQModel(DiscreteTokenizerMixin, ModelMixin, ConfigMixin):
@@ -170,15 +177,33 @@ class CodaVQModel(DiscreteTokenizerMixin, ModelMixin, ConfigMixin):
         side = min(int(self.vae.config.sample_size or 256), 256)
         return CodaImageProcessor(size={"shortest_edge": side}, size_divisor=self.downsample_factor)
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
-        """diffusers ``save_pretrained`` (safetensors) plus a ``preprocessor_config.json`` for transformers
-        (the default :meth:`default_image_processor`, unless the directory already has one)."""
-        kwargs.setdefault("safe_serialization", True)
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True) and not os.path.isfile(
-            os.path.join(save_directory, "preprocessor_config.json")
-        ):
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        is_main_process: bool = True,
+        save_function: Callable | None = None,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        max_shard_size: int | str = "10GB",
+        push_to_hub: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """diffusers ``ModelMixin.save_pretrained`` plus a ``preprocessor_config.json`` for transformers (the
+        default :meth:`default_image_processor`, unless the directory already has one).
+
+        The arguments are diffusers' own and are passed on unchanged (``variant`` names the weights file
+        ``diffusion_pytorch_model.<variant>.safetensors``, ``max_shard_size`` shards it); they are spelled out
+        because ``DiffusionPipeline.save_pretrained`` forwards only the arguments this signature names.
+        ``kwargs`` go to the Hub upload (``repo_id``, ``private``, ``token``, ``commit_message``, ``create_pr``).
+        """
+        if is_main_process and not os.path.isfile(os.path.join(save_directory, "preprocessor_config.json")):
+            # written first, so a push_to_hub upload carries it
             self.default_image_processor().save_pretrained(save_directory)
+        super().save_pretrained(
+            save_directory, is_main_process=is_main_process, save_function=save_function,
+            safe_serialization=safe_serialization, variant=variant, max_shard_size=max_shard_size,
+            push_to_hub=push_to_hub, **kwargs,
+        )  # fmt: skip
 
     # ----------------------------------------------------------------- LoRA
     def merge_lora(self) -> CodaVQModel:
@@ -211,10 +236,12 @@ class CodaVQModel(DiscreteTokenizerMixin, ModelMixin, ConfigMixin):
         Args:
             vae: an ``AutoencoderKL`` or anything ``AutoencoderKL.from_pretrained`` accepts.
             subfolder: e.g. ``"vae"`` for a diffusers pipeline repository.
-            quantizer: quantizer config (default: the preset's, else CODA's 10-level MAR schedule).
+            quantizer: quantizer config (default: the preset's, else CODA's 10-level MAR schedule). With a
+                preset it MERGES into the preset's (:func:`coda_hf.settings.deep_merge`): ``{"quantizer_kwargs":
+                {"codebook_size": 16384}}`` keeps the preset's scales; a different ``name`` replaces it.
             lora: ``{"rank", "alpha", "target_modules"}`` for encoder and decoder alike, or
                 ``{"encoder": {...}, "decoder": {...}}``; rank 0 disables one side. Default: the preset's,
-                else rank 32 on ``conv1``/``conv2`` of both.
+                else rank 32 on ``conv1``/``conv2`` of both. With a preset it merges into the preset's.
             preset: a name of :data:`coda_hf.models.presets.PRESETS` (``"sd-vae"``, ``"sdxl-vae"``,
                 ``"flux-vae"``, ``"mar-vae"``); checked against the VAE's latent channels and factor.
             shift_factor / scaling_factor: override the preset's / the VAE config's values.
@@ -225,7 +252,9 @@ class CodaVQModel(DiscreteTokenizerMixin, ModelMixin, ConfigMixin):
             if subfolder is not None or vae_kwargs:
                 raise ValueError("subfolder / loading kwargs only apply when `vae` is a path or Hub id")
         elif isinstance(vae, (str, os.PathLike)):
-            vae = AutoencoderKL.from_pretrained(vae, subfolder=subfolder, **vae_kwargs)
+            from .loading import load_autoencoder_kl
+
+            vae = load_autoencoder_kl(vae, subfolder=subfolder, **vae_kwargs)
         else:
             raise ValueError(f"vae must be an AutoencoderKL, a local directory or a Hub id; got {type(vae).__name__}")
         recipe = get_preset(preset) if preset is not None else {}
@@ -242,9 +271,13 @@ class CodaVQModel(DiscreteTokenizerMixin, ModelMixin, ConfigMixin):
             scaling_factor = recipe.get("scaling_factor", getattr(vae.config, "scaling_factor", None) or 1.0)
         if quantizer is None:
             quantizer = recipe.get("quantizer") or coda_quantizer(MAR_SCALES, DEFAULT_CODEBOOK_SIZE)
+        elif recipe:
+            quantizer = deep_merge(recipe["quantizer"], quantizer)
         if lora is None:
             lora = recipe.get("lora") or {"rank": DEFAULT_LORA_RANK, "target_modules": list(CONV_TARGETS)}
-        sides = lora if ("encoder" in lora or "decoder" in lora) else {"encoder": lora, "decoder": lora}
+        elif recipe:
+            lora = deep_merge(_lora_sides(recipe["lora"]), _lora_sides(lora))
+        sides = _lora_sides(lora)
         unknown = set(sides) - {"encoder", "decoder"}
         if unknown:
             raise ValueError(f"lora config: unknown keys {sorted(unknown)}; use rank/alpha/target_modules or encoder/decoder")

@@ -10,7 +10,6 @@ your data with :func:`estimate_latent_normalization` (or ``coda-hf latent-stats 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -49,7 +48,6 @@ def write_latent_normalization(vae_dir: str | Path, stats: dict[str, float]) -> 
     config = json.loads(path.read_text())
     config["shift_factor"] = float(stats["shift_factor"])
     config["scaling_factor"] = float(stats["scaling_factor"])
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    from ..output_files import write_text_atomic
+
+    return write_text_atomic(path, json.dumps(config, indent=2, sort_keys=True) + "\n")

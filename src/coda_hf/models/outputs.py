@@ -18,12 +18,15 @@ class CodaEncoderOutput(BaseOutput):
             (what :meth:`CodaVQModel.decode_latents` consumes).
         latents: ``(B, C, h, w)`` continuous normalised latents before quantization.
         token_ids: ``(B, N)`` level-major flattened indices, ``N = sum_l h_l w_l`` (the prior's sequence).
+        stats: the quantizer's detached statistics of this batch (``QuantizerOutput.stats``: ``"quant_error"``
+            ``(L,)``, ``"perplexity"``, ``"utilization"``), so an evaluation needs no second quantization.
     """
 
     indices: list[torch.Tensor]
     quantized: torch.Tensor
     latents: torch.Tensor
     token_ids: torch.Tensor
+    stats: dict[str, torch.Tensor] | None = None
 
 
 @dataclass

@@ -6,7 +6,8 @@ common interface that trainers, the evaluation loop, pipelines and MaskGIT prior
 
 * geometry: ``latent_size(H, W)``, ``level_shapes(H, W)``, ``num_tokens(H, W)``, ``codebook_size``;
 * ``encode(images)`` -> indices per level + token ids, ``decode(indices or token ids)`` -> images,
-  ``forward(images)`` -> reconstruction with the quantizer's losses and statistics.
+  ``forward(sample)`` -> reconstruction with the quantizer's losses and statistics (diffusers' autoencoder
+  contract: ``sample`` first, ``return_dict=False`` gives a tuple).
 
 Token layout: ``token_ids`` is ``(B, N)``, the levels coarse to fine, each row-major
 (:func:`~coda_hf.quantizers.output.flatten_indices`).
@@ -15,11 +16,36 @@ Token layout: ``token_ids`` is ``(B, N)``, the levels coarse to fine, each row-m
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
 from ..quantizers.output import QuantizerOutput, flatten_indices
 from .outputs import CodaEncoderOutput, CodaVQOutput
+
+# Pixel values are (B, C, H, W) floats in [-1, 1]; this much beyond (float rounding of 8-bit images) is accepted.
+PIXEL_RANGE_TOLERANCE = 1e-3
+
+
+def check_pixel_values(images: torch.Tensor, clip: bool = False) -> torch.Tensor:
+    """The one check of pixel VALUES on every encode path: finite, and in ``[-1, 1]`` (within
+    :data:`PIXEL_RANGE_TOLERANCE`). Returns ``images``, clamped to ``[-1, 1]`` when ``clip``.
+
+    Non-finite values always raise ``ValueError``. Values beyond the range raise ``ValueError`` (e.g. images
+    in ``[0, 255]`` or ``[0, 1]``: convert with ``x / 127.5 - 1`` or ``2 * x - 1``), or with ``clip=True`` are
+    clamped with a warning.
+    """
+    if not bool(torch.isfinite(images).all()):
+        bad = int((~torch.isfinite(images)).sum())
+        raise ValueError(f"images contain {bad} non-finite value(s) (NaN or inf); pixel values must lie in [-1, 1]")
+    low, high = (float(v) for v in torch.aminmax(images.detach()))
+    if low >= -1 - PIXEL_RANGE_TOLERANCE and high <= 1 + PIXEL_RANGE_TOLERANCE:
+        return images
+    message = f"pixel values must lie in [-1, 1]; got values in [{low:.4g}, {high:.4g}]"
+    if not clip:
+        raise ValueError(f"{message} (0..255 images: x / 127.5 - 1; 0..1 images: 2 * x - 1; or pass clip=True)")
+    warnings.warn(f"{message}: clipped to [-1, 1] (clip=True)", stacklevel=3)
+    return images.clamp(-1.0, 1.0)
 
 
 class DiscreteTokenizerMixin:
@@ -34,6 +60,16 @@ class DiscreteTokenizerMixin:
     @quantizer.setter
     def quantizer(self, module):
         self._modules["quantizer"] = module
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """diffusers ``from_pretrained`` under the package's loading rules
+        (:func:`~coda_hf.models.loading.load_pretrained`): safetensors only, the checkpoint's ``_class_name``
+        must be this class and every weight must come from it, else ``CheckpointError``;
+        ``allow_mismatched_checkpoint=True`` loads it anyway (with a warning) for deliberate surgery."""
+        from .loading import load_pretrained
+
+        return load_pretrained(cls, pretrained_model_name_or_path, *args, loader=super().from_pretrained, **kwargs)
 
     # ----------------------------------------------------------------- geometry
     @property
@@ -58,6 +94,13 @@ class DiscreteTokenizerMixin:
         """Tokens per ``(H, W)`` image (sum over levels)."""
         return sum(h * w for h, w in self.level_shapes(height, width))
 
+    @property
+    def min_image_size(self) -> int:
+        """The smallest image side the model encodes: ``downsample_factor`` latent pixels, or two latent
+        pixels when a GroupNorm has one channel per group (a 1 x 1 latent would leave one value per group)."""
+        per_group = [m.num_channels // m.num_groups for m in self.modules() if isinstance(m, torch.nn.GroupNorm)]
+        return self.downsample_factor * (2 if per_group and min(per_group) < 2 else 1)
+
     # ----------------------------------------------------------------- input checks
     def _check_images(self, images: torch.Tensor) -> None:
         c = self.image_channels
@@ -66,7 +109,16 @@ class DiscreteTokenizerMixin:
             raise ValueError(f"images must be a (B, {c}, H, W) float tensor in [-1, 1]; got {shape}")
         if not images.dtype.is_floating_point:
             raise ValueError(f"images must be a float tensor in [-1, 1]; got dtype {images.dtype}")
+        if images.shape[0] == 0:
+            raise ValueError(f"images must hold at least one image; got shape {tuple(images.shape)}")
+        smallest = self.min_image_size
+        if min(images.shape[-2:]) < smallest:
+            raise ValueError(
+                f"image size {tuple(images.shape[-2:])} is too small: this model needs at least "
+                f"{smallest} x {smallest} pixels (downsample factor {self.downsample_factor})"
+            )
         self.latent_size(*images.shape[-2:])
+        check_pixel_values(images)
 
     def _check_latents(self, latents: torch.Tensor) -> None:
         if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or latents.shape[1] != self.latent_channels:
@@ -77,31 +129,28 @@ class DiscreteTokenizerMixin:
     def quantize(self, latents: torch.Tensor, with_losses: bool = True) -> QuantizerOutput:
         """Run the quantizer on ``(B, C, h, w)`` latents.
 
-        ``with_losses=False`` (eval mode only) turns off eval-time losses of quantizers that have an
-        ``eval_losses`` switch (e.g. the attention quantizer, whose entropy term is a full softmax over the
-        codebook per token): indices and quantized latents are unchanged, ``losses`` is then empty.
+        ``with_losses=False`` (eval mode only) is passed to the quantizer, which then computes no losses
+        (the attention quantizer skips its entropy term, a full softmax over the codebook per token):
+        indices and quantized latents are unchanged, ``losses`` is empty.
         """
         if with_losses or self.quantizer.training:
             return self.quantizer(latents)
-        switches = [m for m in self.quantizer.modules() if isinstance(getattr(m, "eval_losses", None), bool)]
-        saved = [m.eval_losses for m in switches]
-        try:
-            for m in switches:
-                m.eval_losses = False
-            return self.quantizer(latents)
-        finally:
-            for m, v in zip(switches, saved):
-                m.eval_losses = v
+        return self.quantizer(latents, with_losses=False)
 
-    def encode(self, images: torch.Tensor) -> CodaEncoderOutput:
+    def encode(self, images: torch.Tensor, clip: bool = False) -> CodaEncoderOutput:
         """``(B, 3, H, W)`` images in ``[-1, 1]`` -> indices per level, quantized latents, token ids.
 
-        Tokenization only: the quantizer's eval-time losses are skipped (see :meth:`quantize`).
+        Tokenization only: the quantizer's eval-time losses are skipped (see :meth:`quantize`). Raises
+        ``ValueError`` for non-finite values, values outside ``[-1, 1]`` (``clip=True``: clamped with a
+        warning instead; see :func:`check_pixel_values`) and images below :attr:`min_image_size`.
         """
+        if clip and isinstance(images, torch.Tensor):
+            images = check_pixel_values(images, clip=True)
         latents = self.encode_latents(images)
         q = self.quantize(latents, with_losses=False)
         return CodaEncoderOutput(
-            indices=q.indices, quantized=q.quantized, latents=latents, token_ids=flatten_indices(q.indices)
+            indices=q.indices, quantized=q.quantized, latents=latents, token_ids=flatten_indices(q.indices),
+            stats=q.stats,
         )
 
     def _infer_latent_size(self, num_tokens: int) -> tuple[int, int]:
@@ -109,17 +158,27 @@ class DiscreteTokenizerMixin:
             if self.quantizer.num_tokens(s, s) == num_tokens:
                 return s, s
         raise ValueError(
-            f"cannot infer a square latent size from {num_tokens} tokens per image; pass latent_size=(h, w)"
+            f"cannot infer a square latent size from {num_tokens} tokens per image; pass image_size=(H, W) "
+            "(e.g. from the token file) or latent_size=(h, w)"
         )
 
     def indices_to_latents(
-        self, indices: list[torch.Tensor] | torch.Tensor, latent_size: tuple[int, int] | None = None
+        self,
+        indices: list[torch.Tensor] | torch.Tensor,
+        latent_size: tuple[int, int] | None = None,
+        image_size: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """Indices per level, or ``(B, N)`` token ids, -> ``(B, C, h, w)`` quantized latents.
 
-        ``latent_size``: the LATENT grid ``(h, w)`` for token ids (inferred for square grids when omitted).
-        Raises ``ValueError`` naming the level and the valid range for out-of-range indices.
+        For token ids give the grid as ``latent_size`` (the LATENT ``(h, w)``) or ``image_size`` (the IMAGE
+        ``(H, W)`` the tokens came from, e.g. ``image_size`` of a ``coda-hf tokenize`` file); square grids
+        are inferred when both are omitted. Raises ``ValueError`` naming the level and the valid range for
+        out-of-range indices.
         """
+        if image_size is not None:
+            if latent_size is not None:
+                raise ValueError("give latent_size or image_size, not both")
+            latent_size = self.latent_size(*image_size)
         if isinstance(indices, torch.Tensor):
             if indices.ndim != 2:
                 raise ValueError(
@@ -130,28 +189,59 @@ class DiscreteTokenizerMixin:
         return self.quantizer.decode_indices(indices, latent_size=latent_size)
 
     def decode(
-        self, indices: list[torch.Tensor] | torch.Tensor, latent_size: tuple[int, int] | None = None
+        self,
+        indices: list[torch.Tensor] | torch.Tensor,
+        latent_size: tuple[int, int] | None = None,
+        image_size: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """Indices (list of ``(B, h_l, w_l)``) or ``(B, N)`` token ids -> ``(B, 3, H, W)`` images in ``[-1, 1]``.
 
         The decoder output is clamped to ``[-1, 1]`` (``forward`` and ``decode_latents`` are not clamped,
-        so training losses see the raw output). ``latent_size``: see :meth:`indices_to_latents`.
+        so training losses see the raw output). ``latent_size`` / ``image_size``: see
+        :meth:`indices_to_latents`.
         """
-        return self.decode_latents(self.indices_to_latents(indices, latent_size)).clamp(-1.0, 1.0)
+        return self.decode_latents(self.indices_to_latents(indices, latent_size, image_size)).clamp(-1.0, 1.0)
 
     def _inference_latents(self, images: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """The latents eval would quantize for ``images`` (``latents``: this forward's, maybe sampled)."""
         return latents.detach()
 
-    def forward(self, images: torch.Tensor) -> CodaVQOutput:
-        """Reconstruct ``images``; returns the sample with the quantizer's losses and statistics."""
-        latents = self.encode_latents(images)
+    def forward(
+        self, sample: torch.Tensor | None = None, return_dict: bool = True, *, images: torch.Tensor | None = None
+    ) -> CodaVQOutput | tuple:
+        """Reconstruct ``sample``; returns the reconstruction with the quantizer's losses and statistics.
+
+        Args:
+            sample: ``(B, 3, H, W)`` images in ``[-1, 1]`` (the first argument of every diffusers autoencoder).
+            return_dict: ``False`` returns ``CodaVQOutput.to_tuple()``, i.e. ``(sample, losses, stats, indices,
+                quantized, latents)``, as diffusers models do.
+            images: deprecated alias of ``sample`` (emits a ``FutureWarning``).
+        """
+        sample = _sample_argument(sample, images)
+        latents = self.encode_latents(sample)
         if self.training and self.quantizer.needs_data_init:
             # A data-initialised codebook starts on what inference quantizes (e.g. the posterior mean).
             with torch.no_grad():
-                self.quantizer.initialize(self._inference_latents(images, latents))
+                self.quantizer.initialize(self._inference_latents(sample, latents))
         q = self.quantizer(latents)
-        return CodaVQOutput(
+        out = CodaVQOutput(
             sample=self.decode_latents(q.quantized), losses=q.losses, stats=q.stats, indices=q.indices,
             quantized=q.quantized, latents=latents,
         )  # fmt: skip
+        return out if return_dict else out.to_tuple()
+
+
+def _sample_argument(sample: torch.Tensor | None, images: torch.Tensor | None) -> torch.Tensor:
+    """``forward``'s input: ``sample``, or the deprecated ``images`` keyword."""
+    if images is not None:
+        if sample is not None:
+            raise ValueError("pass the images as `sample` only (`images` is its deprecated alias), not both")
+        warnings.warn(
+            "forward(images=...) is deprecated; pass the images as `sample` (the diffusers autoencoder argument)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return images
+    if sample is None:
+        raise ValueError("forward() needs `sample`: a (B, C, H, W) float tensor of images in [-1, 1]")
+    return sample

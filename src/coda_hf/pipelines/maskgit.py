@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -9,13 +10,14 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
+from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 
 from ..maskgit.modeling_maskgit import MaskGitTransformer
 from ..maskgit.scheduler import MaskGitScheduler
 from ..quantizers.output import unflatten_indices
 
-OUTPUT_TYPES = ("pil", "pt", "tokens")
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")  # diffusers' output types
 
 
 @dataclass
@@ -23,12 +25,13 @@ class CodaMaskGitPipelineOutput(BaseOutput):
     """Output of :class:`CodaMaskGitPipeline`.
 
     Attributes:
-        images: ``list[PIL.Image]`` (``output_type="pil"``), a ``(B, 3, H, W)`` float tensor in ``[-1, 1]``
-            (``"pt"``), or ``None`` (``"tokens"``).
-        tokens: ``(B, N)`` generated codes, level-major (``tokenizer``'s ``token_ids`` layout).
+        images: by ``output_type``: ``"pil"`` a list of RGB ``PIL.Image``; ``"np"`` a ``(B, H, W, 3)`` float32
+            array in ``[0, 1]``; ``"pt"`` a ``(B, 3, H, W)`` float tensor in ``[0, 1]``; ``"latent"`` the
+            undecoded ``(B, N)`` token ids (a token prior's latents: what ``tokenizer.decode`` consumes).
+        tokens: ``(B, N)`` generated codes, level-major (``tokenizer``'s ``token_ids`` layout), for every type.
     """
 
-    images: list[PIL.Image.Image] | torch.Tensor | None
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
     tokens: torch.Tensor
 
 
@@ -70,6 +73,8 @@ class CodaMaskGitPipeline(DiffusionPipeline):
     def __init__(self, tokenizer, transformer: MaskGitTransformer, scheduler: MaskGitScheduler):
         super().__init__()
         self.register_modules(tokenizer=tokenizer, transformer=transformer, scheduler=scheduler)
+        # decoded images in [-1, 1] -> "pt" / "np" in [0, 1], "pil" (diffusers' postprocessing)
+        self.image_processor = VaeImageProcessor(do_resize=False, do_normalize=True)
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -97,17 +102,19 @@ class CodaMaskGitPipeline(DiffusionPipeline):
             )
 
     def _class_labels(self, class_labels, batch_size: int) -> torch.Tensor:
+        """``(B,)`` class ids: ``class_labels`` flattened (an int, a list, nested lists such as ``[[1], [1]]``, or
+        a tensor), or ``batch_size`` null-class ids when it is ``None``."""
         num_classes = self.transformer.config.num_classes
         if class_labels is None:
             return torch.full((batch_size,), self.transformer.null_class_id, dtype=torch.long)
-        labels = torch.as_tensor([class_labels] if isinstance(class_labels, int) else class_labels)
-        if labels.ndim != 1 or labels.numel() == 0 or labels.dtype.is_floating_point:
+        labels = _flatten(class_labels)
+        if not labels or not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in labels):
             raise ValueError(
-                f"class_labels must be an int or a non-empty 1-D list of ints; got {class_labels!r}"
+                f"class_labels must be an int, or a non-empty (nested) list or tensor of ints; got {class_labels!r}"
             )
-        if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
-            raise ValueError(f"class_labels must lie in [0, {num_classes}); got {labels.tolist()}")
-        return labels.long()
+        if min(labels) < 0 or max(labels) >= num_classes:
+            raise ValueError(f"class_labels must lie in [0, {num_classes}); got {labels}")
+        return torch.tensor(labels, dtype=torch.long)
 
     @contextmanager
     def _eval_mode(self):
@@ -125,10 +132,10 @@ class CodaMaskGitPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(
         self,
-        class_labels: int | list[int] | torch.Tensor | None = None,
+        class_labels: int | list[int] | list[list[int]] | torch.Tensor | None = None,
         num_inference_steps: int = 8,
         guidance_scale: float = 1.0,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
         batch_size: int = 1,
         return_dict: bool = True,
@@ -136,38 +143,42 @@ class CodaMaskGitPipeline(DiffusionPipeline):
         """Generate one image per class label.
 
         Args:
-            class_labels: class ids in ``[0, num_classes)``; ``None`` generates ``batch_size`` unconditional
-                images (null class).
+            class_labels: class ids in ``[0, num_classes)``: an int, a list, nested lists (flattened) or a tensor;
+                ``None`` generates ``batch_size`` unconditional images (null class).
             num_inference_steps: MaskGIT unmasking steps (8 in CODA's headline result).
             guidance_scale: classifier-free guidance on the logits, ``uncond + scale * (cond - uncond)``;
                 ``1.0`` runs the conditional model only.
-            generator: ``torch.Generator`` for all randomness; the same seed gives the same tokens.
-            output_type: ``"pil"``, ``"pt"`` (``(B, 3, H, W)`` in ``[-1, 1]``) or ``"tokens"`` (no decoding).
+            generator: one ``torch.Generator`` for the whole batch, or a list with one per image (diffusers'
+                convention: image ``i`` is then the image ``generator[i]`` gives alone); the same seeds give
+                the same tokens.
+            output_type: ``"pil"``, ``"np"`` (``(B, H, W, 3)`` in ``[0, 1]``), ``"pt"`` (``(B, 3, H, W)`` in
+                ``[0, 1]``) or ``"latent"`` (the ``(B, N)`` token ids, not decoded). ``"tokens"`` is a deprecated
+                alias of ``"latent"``.
             batch_size: number of images when ``class_labels`` is ``None``.
+            return_dict: ``False`` returns the tuple ``(images, tokens)``.
         """
+        if output_type == "tokens":
+            warnings.warn('output_type="tokens" is deprecated; use "latent"', FutureWarning, stacklevel=2)
+            output_type = "latent"
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}; got {output_type!r}")
         if guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0; got {guidance_scale}")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise ValueError(
-                f"generator must be one torch.Generator (it drives the whole batch); got {type(generator).__name__}"
-            )
         self.check_components()
+        labels = self._class_labels(class_labels, batch_size)
+        _check_generator(generator, len(labels))
         with self._eval_mode():
-            images, sample = self._generate(
-                class_labels, num_inference_steps, guidance_scale, generator, output_type, batch_size
-            )
+            sample = self._generate(labels, num_inference_steps, guidance_scale, generator)
+            images = sample if output_type == "latent" else self._decode(sample, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images, sample)
         return CodaMaskGitPipelineOutput(images=images, tokens=sample)
 
-    def _generate(
-        self, class_labels, num_inference_steps, guidance_scale, generator, output_type, batch_size
-    ):
+    def _generate(self, labels: torch.Tensor, num_inference_steps: int, guidance_scale: float, generator):
+        """MaskGIT iterative unmasking -> ``(B, N)`` token ids."""
         transformer, device = self.transformer, self._execution_device
-        labels = self._class_labels(class_labels, batch_size).to(device)
+        labels = labels.to(device)
         b, n = labels.shape[0], transformer.config.num_tokens
         use_cfg = guidance_scale != 1.0
         if use_cfg:
@@ -183,17 +194,35 @@ class CodaMaskGitPipeline(DiffusionPipeline):
                 cond, uncond = logits.chunk(2)
                 logits = uncond + guidance_scale * (cond - uncond)
             sample = self.scheduler.step(logits, i, sample, generator=generator).prev_sample
+        return sample
 
-        images = None
-        if output_type != "tokens":
-            level_shapes = [tuple(s) for s in transformer.config.level_shapes]
-            indices = unflatten_indices(sample, level_shapes)  # [(B, h_l, w_l)] * L
-            images = self.tokenizer.decode(indices, latent_size=_latent_size(transformer.config.level_shapes))
-            images = getattr(images, "sample", images)
-            images = images.float().clamp(-1, 1)
-            if output_type == "pil":
-                images = tensor_to_pil(images)
-        return images, sample
+    def _decode(self, sample: torch.Tensor, output_type: str):
+        """``(B, N)`` token ids -> images of ``output_type`` (``"pil"``, ``"np"`` or ``"pt"``)."""
+        level_shapes = [tuple(s) for s in self.transformer.config.level_shapes]
+        indices = unflatten_indices(sample, level_shapes)  # [(B, h_l, w_l)] * L
+        images = self.tokenizer.decode(indices, latent_size=_latent_size(self.transformer.config.level_shapes))
+        images = getattr(images, "sample", images).float().clamp(-1, 1)  # (B, 3, H, W) in [-1, 1]
+        return self.image_processor.postprocess(images, output_type=output_type)
+
+
+def _flatten(value) -> list:
+    """Class labels of any nesting (lists, tuples, tensors, arrays) as one flat list."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return value.reshape(-1).tolist()
+    if isinstance(value, (list, tuple)):
+        return [x for v in value for x in _flatten(v)]
+    return [value]
+
+
+def _check_generator(generator, batch: int) -> None:
+    if generator is None or isinstance(generator, torch.Generator):
+        return
+    if not isinstance(generator, (list, tuple)) or not all(isinstance(g, torch.Generator) for g in generator):
+        raise ValueError(
+            f"generator must be a torch.Generator or a list of them (one per image); got {type(generator).__name__}"
+        )
+    if len(generator) != batch:
+        raise ValueError(f"got a list of {len(generator)} generators for {batch} images; pass one per image")
 
 
 __all__ = ["CodaMaskGitPipeline", "CodaMaskGitPipelineOutput", "tensor_to_pil"]

@@ -28,12 +28,13 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
+from ..distributed import all_reduce_, broadcast_
 from .attention_fused import attention_argmax, fused_soft_assign
 from .base import INIT_RESTART_ROUNDS, BaseQuantizer, autocast_off, register_quantizer
 from .kmeans import kmeans, sample_rows
+from .layout import from_tokens, straight_through, to_tokens
 from .output import QuantizerOutput
 from .stats import UsageTracker
-from .vector import _all_reduce_sum, from_tokens, single_level_stats, straight_through, to_tokens
 
 ATTENTION_INITS = ("aligned", "independent", "nearest", "data")
 
@@ -135,6 +136,8 @@ class AttentionQuantizer(BaseQuantizer):
             the counts come from the stack's own encoding. Rarely used codes are the ones new images
             leave unused: held-out utilization with and without restarts is measured by
             ``benchmarks/bench_attention_init.py`` (BENCHMARKS.md). ``0``: no restarts.
+        rms_norm_eps: epsilon of the query and key RMSNorms (``None``: ``torch.nn.RMSNorm``'s default, the
+            machine epsilon of the dtype). The authors' released CODA models use ``1e-5``.
         train_chunk_size: reference training path only (see ``fused_threshold``). ``0`` (default): training
             holds the full ``(N, K)`` soft assignment for backward; ``> 0``: training processes chunks of this
             many tokens under activation checkpointing (the ``(chunk, K)`` scores are recomputed in backward),
@@ -167,6 +170,7 @@ class AttentionQuantizer(BaseQuantizer):
         train_chunk_size: int = 0,
         init_kmeans_iters: int = 0,
         init_min_usage: float = 0.0,
+        rms_norm_eps: float | None = None,
         fused_threshold: int | None = FUSED_TRAIN_ELEMENTS,
     ):
         super().__init__()
@@ -196,6 +200,8 @@ class AttentionQuantizer(BaseQuantizer):
             raise ValueError(f"init_min_usage is a fraction of the mean code usage in [0, 1); got {init_min_usage}")
         if init_min_usage and init != "data":
             raise ValueError(f"init_min_usage restarts codes of a data initialisation: it needs init='data'; got init={init!r}")
+        if rms_norm_eps is not None and not rms_norm_eps > 0:
+            raise ValueError(f"rms_norm_eps must be > 0 (None: torch's default); got {rms_norm_eps}")
         if init in ("nearest", "data"):
             codebook_dim = dim + 2 if codebook_dim is None else codebook_dim
             for name, width in (("codebook_dim", codebook_dim), ("hidden_dim", hidden_dim)):
@@ -219,8 +225,8 @@ class AttentionQuantizer(BaseQuantizer):
         self.q_proj = nn.Linear(self.dim, self.hidden_dim)  # features -> queries
         self.k_proj = nn.Linear(self.codebook_dim, self.hidden_dim)  # codes -> keys
         self.v_proj = nn.Linear(self.codebook_dim, self.dim)  # codes -> values (latent space)
-        self.q_norm = nn.RMSNorm(self.hidden_dim)
-        self.k_norm = nn.RMSNorm(self.hidden_dim)
+        self.q_norm = nn.RMSNorm(self.hidden_dim, eps=rms_norm_eps)  # weight only, no bias (as the authors)
+        self.k_norm = nn.RMSNorm(self.hidden_dim, eps=rms_norm_eps)
         self.init = init
         self.init_sharpness = float(init_sharpness)
         self.init_kmeans_iters = int(init_kmeans_iters)
@@ -308,8 +314,7 @@ class AttentionQuantizer(BaseQuantizer):
         values = sample_rows(features, self.codebook_size, generator)  # (K, C)
         if self.init_kmeans_iters:
             values, _ = kmeans(features, self.codebook_size, self.init_kmeans_iters, generator, init=values)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.broadcast(values, src=0)
+        broadcast_(values)
         self.nearest_init(values)
         self.data_initialized.fill_(True)
 
@@ -336,15 +341,14 @@ class AttentionQuantizer(BaseQuantizer):
             raise ValueError(f"indices must be ({features.shape[0]},), one code per feature; got {tuple(indices.shape)}")
         counts = torch.bincount(indices.long(), minlength=self.codebook_size)  # (K,)
         total = torch.tensor(float(features.shape[0]), device=counts.device)
-        counts, total = _all_reduce_sum(counts), _all_reduce_sum(total)
+        counts, total = all_reduce_(counts), all_reduce_(total)
         rare = counts < self.init_min_usage * total / self.codebook_size  # (K,) bool
         n_rare = int(rare.sum())
         if n_rare == 0:
             return 0
         values = self.values().detach().float().clone()  # (K, C)
         values[rare] = sample_rows(features, n_rare, generator)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.broadcast(values, src=0)
+        broadcast_(values)
         self.nearest_init(values)
         return n_rare
 
@@ -495,8 +499,9 @@ class AttentionQuantizer(BaseQuantizer):
 
     # -- forward ------------------------------------------------------------------------------------
     @autocast_off
-    def forward(self, z: torch.Tensor) -> QuantizerOutput:
-        """``(B, C, H, W)`` -> :class:`QuantizerOutput` with one ``(B, H, W)`` index map."""
+    def forward(self, z: torch.Tensor, with_losses: bool | None = None) -> QuantizerOutput:
+        """``(B, C, H, W)`` -> :class:`QuantizerOutput` with one ``(B, H, W)`` index map; eval losses when
+        ``with_losses`` (``None``: ``eval_losses``)."""
         self._check_input(z)
         b, _, h, w = z.shape
         f = to_tokens(z)  # (N, C), N = B*H*W
@@ -516,10 +521,11 @@ class AttentionQuantizer(BaseQuantizer):
                 losses["entropy"] = self.entropy_weight * entropy_penalty(ent, probs, n)
             self.usage.update(idx)
         else:
-            found = self.search(f, with_losses=self.eval_losses)
+            with_losses = self.eval_losses if with_losses is None else with_losses
+            found = self.search(f, with_losses=with_losses)
             idx = found["indices"]
             quantized = self.indices_to_codes([idx.reshape(b, h, w)])
-            if self.eval_losses:
+            if with_losses:
                 z_hard = to_tokens(quantized).detach()
                 hard_mse = F.mse_loss(z_hard, f.detach())
                 soft_mse = found["soft_sse"] / max(f.numel(), 1)
@@ -527,9 +533,7 @@ class AttentionQuantizer(BaseQuantizer):
                 if self.entropy_weight:
                     penalty = entropy_penalty(found["sample_entropy_sum"], found["prob_sum"], n)
                     losses["entropy"] = self.entropy_weight * penalty
-        indices = idx.reshape(b, h, w)
-        stats = single_level_stats(indices, self.codebook_size, quantized, z, self.usage)
-        return QuantizerOutput(quantized=quantized, indices=[indices], losses=losses, stats=stats)
+        return self._level_output(quantized, idx.reshape(b, h, w), losses, quantized, z)
 
     def extra_repr(self) -> str:
         return (

@@ -1,7 +1,9 @@
 """Base class and registry of quantizers.
 
 Every quantizer:
-  * takes ``(B, C, H, W)`` latents and returns :class:`QuantizerOutput`;
+  * takes ``(B, C, H, W)`` latents and returns :class:`QuantizerOutput`: ``forward(z, with_losses=None)``,
+    where ``with_losses=False`` in eval mode returns no losses (quantizers whose eval losses cost a
+    pass of their own skip it; ``None``: the quantizer's default, training always computes them);
   * maps ``indices`` back exactly with :meth:`BaseQuantizer.indices_to_codes`;
   * is built from plain JSON-safe keyword arguments, recorded in ``quantizer.config``
     so that a model config can store ``{"name": ..., **config}`` and rebuild it with
@@ -11,6 +13,7 @@ Every quantizer:
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
 import inspect
 import json
@@ -20,7 +23,7 @@ import torch
 from torch import nn
 
 from .output import QuantizerOutput, flatten_indices, unflatten_indices
-from .stats import UsageTracker
+from .stats import UsageTracker, single_level_stats
 
 QUANTIZER_REGISTRY: dict[str, type[BaseQuantizer]] = {}
 
@@ -65,7 +68,16 @@ def build_quantizer(name: str, **kwargs: Any) -> BaseQuantizer:
     """Build a registered quantizer from its config string and JSON-safe kwargs."""
     if name not in QUANTIZER_REGISTRY:
         raise ValueError(f"unknown quantizer {name!r}; registered: {sorted(QUANTIZER_REGISTRY)}")
-    return QUANTIZER_REGISTRY[name](**kwargs)
+    cls = QUANTIZER_REGISTRY[name]
+    params = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        valid = [p for p in params if p != "self"]
+        for key in kwargs:
+            if key not in valid:
+                close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"quantizer {name!r}: unknown option {key!r}{hint}; options: {valid}")
+    return cls(**kwargs)
 
 
 class BaseQuantizer(nn.Module):
@@ -79,6 +91,31 @@ class BaseQuantizer(nn.Module):
     codebook_size: int
     dim: int
     num_levels: int = 1
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        forward = cls.__dict__.get("forward")
+        if forward is not None and "with_losses" not in inspect.signature(forward).parameters:
+            # A quantizer written against the older ``forward(z)`` contract still takes the argument.
+            @functools.wraps(forward)
+            def forward_with_losses(self, z, *args, with_losses: bool | None = None, **kw):
+                out = forward(self, z, *args, **kw)
+                if with_losses is False and not self.training:
+                    out.losses = {}
+                return out
+
+            cls.forward = forward_with_losses
+
+    def _level_output(
+        self, quantized: torch.Tensor, indices: torch.Tensor, losses: dict[str, torch.Tensor], q_for_error: torch.Tensor,
+        z_for_error: torch.Tensor, with_losses: bool | None = None,
+    ) -> QuantizerOutput:
+        """The output of a single-level quantizer: ``(B, H, W)`` ``indices`` and its statistics, the
+        quantization error measured between ``q_for_error`` and ``z_for_error`` (one layout, any)."""
+        if with_losses is False and not self.training:
+            losses = {}
+        stats = single_level_stats(indices, self.codebook_size, q_for_error, z_for_error, self.usage)
+        return QuantizerOutput(quantized=quantized, indices=[indices], losses=losses, stats=stats)
 
     def __new__(cls, *args, **kwargs):
         obj = super().__new__(cls)

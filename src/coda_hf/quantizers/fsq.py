@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from .base import BaseQuantizer, register_quantizer
+from .layout import channel_projections, linear_channels_first, pack_channels_first, straight_through
 from .output import QuantizerOutput
 from .stats import UsageTracker
-from .vector import linear_channels_first, pack_channels_first, single_level_stats, straight_through
 
 
 @register_quantizer("fsq")
@@ -47,7 +46,8 @@ class FSQuantizer(BaseQuantizer):
         half_l = (lv.double() - 1) * (1 + self.eps) / 2
         offset = (lv % 2 == 0).double() * 0.5
         # Constants of the bound and the packing, (d,) each; derived from `levels`, so not saved.
-        self._pack_offset = int(((lv // 2) * basis).sum())  # basis . (L // 2), a Python int: no device sync
+        # basis . (L // 2) as a Python int, from `levels` alone: no device sync, and buildable on the meta device
+        self._pack_offset = sum(v // 2 * math.prod(levels[:i]) for i, v in enumerate(levels))
         self.register_buffer("_levels", lv, persistent=False)
         self.register_buffer("_basis", basis, persistent=False)
         self.register_buffer("_half_levels", lv // 2, persistent=False)  # integer code + L // 2 = digit
@@ -55,11 +55,7 @@ class FSQuantizer(BaseQuantizer):
         self.register_buffer("_bound_scale", half_l.float(), persistent=False)
         self.register_buffer("_bound_offset", offset.float(), persistent=False)
         self.register_buffer("_bound_shift", torch.atanh(offset / half_l).float(), persistent=False)
-        if self.dim != self.codebook_dim:
-            self.project_in = nn.Linear(self.dim, self.codebook_dim)
-            self.project_out = nn.Linear(self.codebook_dim, self.dim)
-        else:
-            self.project_in = self.project_out = None
+        self.project_in, self.project_out = channel_projections(self.dim, self.codebook_dim)
         self.usage = UsageTracker(self.codebook_size)
 
     def bound(self, x: torch.Tensor) -> torch.Tensor:
@@ -122,7 +118,7 @@ class FSQuantizer(BaseQuantizer):
         codes = self.indices_to_integer_codes(idx.reshape(b, h * w))  # (B, H*W, d)
         return self._codes_to_latents(codes.transpose(1, 2).contiguous(), h, w)
 
-    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+    def forward(self, z: torch.Tensor, with_losses: bool | None = None) -> QuantizerOutput:
         self._check_input(z)
         b, _, h, w = z.shape
         bounded = self._bounded(z)  # (B, d, H*W)
@@ -132,8 +128,7 @@ class FSQuantizer(BaseQuantizer):
         quantized = self._codes_to_latents(codes, h, w).to(z.dtype)  # (B, C, H, W) contiguous
         if self.training:
             self.usage.update(indices)
-        stats = single_level_stats(indices, self.codebook_size, quantized, z, self.usage)
-        return QuantizerOutput(quantized=quantized, indices=[indices], losses={}, stats=stats)
+        return self._level_output(quantized, indices, {}, quantized, z, with_losses)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, levels={self.levels}, codebook_size={self.codebook_size}"

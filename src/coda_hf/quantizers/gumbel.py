@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import BaseQuantizer, register_quantizer
+from .layout import from_tokens, straight_through, to_tokens
 from .output import QuantizerOutput
 from .stats import UsageTracker
-from .vector import from_tokens, single_level_stats, straight_through, to_tokens
 
 
 def gumbel_softmax_sample(logits: torch.Tensor, temperature: float, hard: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,7 +75,7 @@ class GumbelQuantizer(BaseQuantizer):
         b, h, w = idx.shape
         return from_tokens(self.embedding(idx.reshape(-1).long()), b, h, w)
 
-    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+    def forward(self, z: torch.Tensor, with_losses: bool | None = None) -> QuantizerOutput:
         self._check_input(z)
         b, _, h, w = z.shape
         z_tokens = to_tokens(z)  # (N, C)
@@ -93,9 +93,7 @@ class GumbelQuantizer(BaseQuantizer):
         log_q = F.log_softmax(logits, dim=-1)
         kl = (log_q.exp() * log_q).sum(dim=-1).mean() + math.log(self.codebook_size)
         losses = {"kl": self.kl_weight * kl}
-        indices = idx.reshape(b, h, w)
-        stats = single_level_stats(indices, self.codebook_size, to_tokens(quantized), z_tokens, self.usage)
-        return QuantizerOutput(quantized=quantized, indices=[indices], losses=losses, stats=stats)
+        return self._level_output(quantized, idx.reshape(b, h, w), losses, to_tokens(quantized), z_tokens, with_losses)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, codebook_size={self.codebook_size}, temperature={self.temperature}, hard={self.hard}"

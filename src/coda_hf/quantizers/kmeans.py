@@ -4,7 +4,7 @@ Used by the attention quantizer's ``init="data"`` (``init_kmeans_iters``): codes
 are moved to the centroids of their cells, which lowers the quantization error of the starting codebook
 (``benchmarks/bench_attention_init.py``, BENCHMARKS.md), and an emptied cell restarts where the error is
 large, so no code starts dead. Assignment is the chunked
-nearest-code search of :func:`coda_hf.quantizers.vector.nearest_code` over blocks of rows, so memory stays
+nearest-code search of :func:`coda_hf.quantizers.search.nearest_code` over blocks of rows, so memory stays
 bounded whatever the number of points.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .vector import nearest_code
+from .search import nearest_code
 
 
 def sample_rows(x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:

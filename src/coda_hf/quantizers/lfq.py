@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .base import BaseQuantizer, register_quantizer
+from .layout import channel_projections, linear_channels_first, pack_channels_first, straight_through
 from .output import QuantizerOutput
 from .stats import UsageTracker
-from .vector import linear_channels_first, pack_channels_first, single_level_stats, straight_through
 
 
 def _binary_entropy(p: torch.Tensor) -> torch.Tensor:
@@ -66,11 +65,7 @@ class LookupFreeQuantizer(BaseQuantizer):
         self.register_buffer(
             "_bit_weights", 2 ** torch.arange(self.codebook_dim - 1, -1, -1, dtype=torch.long), persistent=False
         )  # (d,)
-        if self.dim != self.codebook_dim:
-            self.project_in = nn.Linear(self.dim, self.codebook_dim)
-            self.project_out = nn.Linear(self.codebook_dim, self.dim)
-        else:
-            self.project_in = self.project_out = None
+        self.project_in, self.project_out = channel_projections(self.dim, self.codebook_dim)
         self.usage = UsageTracker(self.codebook_size)
 
     # Channels-first throughout, as FSQ: tokens are (B, d, H*W), no permute copies.
@@ -97,7 +92,7 @@ class LookupFreeQuantizer(BaseQuantizer):
         codebook = _binary_entropy(p_plus.mean(dim=token_dims)).sum()
         return per_sample - self.diversity_gamma * codebook
 
-    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+    def forward(self, z: torch.Tensor, with_losses: bool | None = None) -> QuantizerOutput:
         self._check_input(z)
         b, c, h, w = z.shape
         x = z.reshape(b, c, h * w)
@@ -113,8 +108,7 @@ class LookupFreeQuantizer(BaseQuantizer):
         quantized = self._codes_to_latents(codes, h, w)  # (B, C, H, W) contiguous
         if self.training:
             self.usage.update(indices)
-        stats = single_level_stats(indices, self.codebook_size, quantized, z, self.usage)
-        return QuantizerOutput(quantized=quantized, indices=[indices], losses=losses, stats=stats)
+        return self._level_output(quantized, indices, losses, quantized, z, with_losses)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, codebook_size={self.codebook_size} (d={self.codebook_dim})"

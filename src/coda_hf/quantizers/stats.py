@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
+
+from ..distributed import all_reduce_
 
 
 def perplexity_from_counts(counts: torch.Tensor) -> torch.Tensor:
@@ -17,12 +19,6 @@ def perplexity_from_counts(counts: torch.Tensor) -> torch.Tensor:
         return torch.zeros((), dtype=torch.float32, device=counts.device)
     entropy = torch.special.entr(counts / total).sum()  # entr(0) = 0: unused codes add nothing
     return entropy.exp().float()
-
-
-def _all_reduce(t: torch.Tensor, op) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=op)
-    return t
 
 
 class UsageTracker(nn.Module):
@@ -58,7 +54,7 @@ class UsageTracker(nn.Module):
     @torch.no_grad()
     def sync(self) -> None:
         """Merge the windows of all processes (max of last-seen steps)."""
-        _all_reduce(self.last_seen, dist.ReduceOp.MAX)
+        all_reduce_(self.last_seen, "max")
         self._version += 1
 
     def _apply(self, fn, *args, **kwargs):  # .to(device) / .half() etc. replace the buffers
@@ -94,7 +90,7 @@ class CodebookCounter:
 
     def sync(self) -> None:
         """Sum counts over all processes (call on every rank)."""
-        _all_reduce(self.counts, dist.ReduceOp.SUM)
+        all_reduce_(self.counts, "sum")
 
     def utilization(self) -> torch.Tensor:
         return (self.counts > 0).float().mean()
@@ -122,3 +118,17 @@ def batch_stats(indices: list[torch.Tensor], codebook_size: int, quant_error: to
     """Per-batch perplexity (over all levels' indices together) plus the given quantization error (detached)."""
     flat = torch.cat([i.reshape(-1) for i in indices]) if len(indices) > 1 else indices[0].reshape(-1)
     return {"perplexity": perplexity_from_indices(flat, codebook_size), "quant_error": quant_error.detach().float()}
+
+
+def single_level_stats(
+    indices: torch.Tensor, codebook_size: int, quantized: torch.Tensor, z: torch.Tensor, tracker: UsageTracker
+) -> dict[str, torch.Tensor]:
+    """``perplexity`` (batch), ``utilization`` (running window) and ``quant_error`` ``(1,)`` MSE.
+
+    ``quantized`` and ``z`` may be given in any common layout (e.g. both as ``(N, C)`` tokens, which
+    avoids a strided pass over the channels-last output).
+    """
+    quant_error = F.mse_loss(quantized.detach().float(), z.detach().float()).reshape(1)
+    stats = batch_stats([indices], codebook_size, quant_error)
+    stats["utilization"] = tracker.utilization()
+    return stats

@@ -1,130 +1,17 @@
-"""Vector quantization (VQ-VAE, van den Oord et al. 2017) with EMA codebooks and dead-code restart.
-
-Also home of the few token-layout / straight-through helpers the single-level quantizers
-(:mod:`.gumbel`, :mod:`.fsq`, :mod:`.lfq`) share.
-"""
+"""Vector quantization (VQ-VAE, van den Oord et al. 2017) with EMA codebooks and dead-code restart."""
 
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ..distributed import all_reduce_, broadcast_
 from .base import BaseQuantizer, register_quantizer
+from .layout import channel_projections, from_tokens, straight_through, to_tokens
 from .output import QuantizerOutput
-from .stats import UsageTracker, batch_stats
-
-# ---------------------------------------------------------------------------------------------
-# Shared helpers
-# ---------------------------------------------------------------------------------------------
-
-
-def to_tokens(z: torch.Tensor) -> torch.Tensor:
-    """``(B, C, H, W)`` -> ``(B*H*W, C)`` tokens, row-major over ``(B, H, W)``."""
-    return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-
-
-def from_tokens(x: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
-    """``(B*H*W, C)`` tokens -> ``(B, C, H, W)`` (inverse of :func:`to_tokens`; a channels-last view)."""
-    return x.reshape(batch, height, width, -1).permute(0, 3, 1, 2)
-
-
-def linear_channels_first(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """A linear layer on channels-first tokens: ``(B, C_in, N)`` -> ``(B, C_out, N)`` in one batched matmul.
-
-    Applying ``nn.Linear`` to a ``(B, C, H, W)`` latent needs a permute copy to ``(B*H*W, C)`` and back;
-    on CPU with a handful of channels that copy costs more than the matmul itself.
-    """
-    return torch.baddbmm(bias[None, :, None], weight.expand(x.shape[0], -1, -1), x)
-
-
-def pack_channels_first(digits: torch.Tensor, weights: torch.Tensor, codebook_size: int) -> torch.Tensor:
-    """``(B, d, N)`` integer-valued float digits, ``(d,)`` integer place values -> ``(B, N)`` long indices.
-
-    ``sum_i digits_i * weights_i`` as one small matmul; exact in float32 while ``codebook_size <= 2**24``
-    and in float64 beyond.
-    """
-    dtype = torch.float32 if codebook_size <= 2**24 else torch.float64
-    return torch.matmul(weights.to(dtype), digits.to(dtype)).long()
-
-
-def straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
-    """Value of ``hard`` (bit-exact), gradient of ``soft`` (straight-through estimator).
-
-    Written ``hard + (soft - soft.detach())`` rather than ``soft + (hard - soft).detach()`` because
-    ``x - x == 0`` exactly in floating point, so eval outputs equal ``indices_to_codes`` bit for bit.
-    """
-    if not soft.requires_grad:  # inference: nothing to route (and x - x == 0, so the value is the same)
-        return hard
-    return hard + (soft - soft.detach())
-
-
-def single_level_stats(
-    indices: torch.Tensor, codebook_size: int, quantized: torch.Tensor, z: torch.Tensor, tracker: UsageTracker
-) -> dict[str, torch.Tensor]:
-    """``perplexity`` (batch), ``utilization`` (running window) and ``quant_error`` ``(1,)`` MSE.
-
-    ``quantized`` and ``z`` may be given in any common layout (e.g. both as ``(N, C)`` tokens, which
-    avoids a strided pass over the channels-last output).
-    """
-    quant_error = F.mse_loss(quantized.detach().float(), z.detach().float()).reshape(1)
-    stats = batch_stats([indices], codebook_size, quant_error)
-    stats["utilization"] = tracker.utilization()
-    return stats
-
-
-def _dist_world() -> int:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
-
-
-def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    if _dist_world() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
-# Elements of one (N, chunk) distance block when chunk_size is automatic (8 MiB of float32).
-AUTO_CHUNK_ELEMENTS = 2**21
-
-
-@torch.no_grad()
-def nearest_code(x: torch.Tensor, codebook: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
-    """Index of the nearest (L2) code for each row of ``x``, searching the codebook in chunks.
-
-    ``x``: ``(N, D)``, ``codebook``: ``(K, D)`` -> ``(N,)`` long. Uses
-    ``argmin_k ||x||^2 - 2 x.c_k + ||c_k||^2 = argmin_k (||c_k||^2 - 2 x.c_k)`` with one matmul per
-    chunk of ``chunk_size`` codes, keeping a running min / argmin, so peak memory is ``N * chunk_size``
-    floats whatever ``K``. Ties go to the lowest index (as an unchunked ``argmin``).
-    ``chunk_size=None`` picks ``AUTO_CHUNK_ELEMENTS / N`` codes (at least 256): a distance block of a few
-    MiB stays in cache, which is faster than one big matmul; ``0`` searches the whole codebook at once.
-    """
-    n, k = x.shape[0], codebook.shape[0]
-    if chunk_size is None:
-        chunk_size = max(256, AUTO_CHUNK_ELEMENTS // max(n, 1))
-    if chunk_size <= 0 or chunk_size >= k:
-        chunk_size = k
-    # ||c||^2 - 2 x.c as ONE matmul of augmented operands (no broadcast bias copy per chunk):
-    # [x, 1] @ [-2c, ||c||^2]^T.  (N, D + 1) and (K, D + 1)
-    x = torch.cat([x.detach(), x.new_ones(n, 1)], dim=1)
-    codebook = codebook.detach().to(x.dtype)
-    codes = torch.cat([codebook * -2.0, codebook.pow(2).sum(dim=1, keepdim=True)], dim=1)
-    best_dist = best_idx = None
-    for start in range(0, k, chunk_size):
-        dist_chunk = x @ codes[start : start + chunk_size].t()  # (N, k_c)
-        d_min, i_min = dist_chunk.min(dim=1)
-        if best_dist is None:
-            best_dist, best_idx = d_min, i_min
-        else:
-            better = d_min < best_dist  # strict: earlier chunk wins ties
-            best_dist = torch.where(better, d_min, best_dist)
-            best_idx = torch.where(better, i_min + start, best_idx)
-    if best_idx is None:  # n == 0
-        return torch.zeros(n, dtype=torch.long, device=x.device)
-    return best_idx
-
+from .search import nearest_code
+from .stats import UsageTracker
 
 # ---------------------------------------------------------------------------------------------
 # VectorQuantizer
@@ -197,11 +84,7 @@ class VectorQuantizer(BaseQuantizer):
         self.restart_threshold = float(restart_threshold)
         self.chunk_size = None if chunk_size is None else int(chunk_size)
 
-        if self.codebook_dim != self.dim:
-            self.project_in = nn.Linear(self.dim, self.codebook_dim)
-            self.project_out = nn.Linear(self.codebook_dim, self.dim)
-        else:
-            self.project_in = self.project_out = None
+        self.project_in, self.project_out = channel_projections(self.dim, self.codebook_dim)
         # (K, D) codebook; a Parameter in both modes so state_dict keys do not depend on use_ema.
         self.embedding = nn.Parameter(torch.randn(self.codebook_size, self.codebook_dim) * init_std)
         self.embedding.requires_grad_(not self.use_ema)
@@ -253,8 +136,7 @@ class VectorQuantizer(BaseQuantizer):
         else:
             pick = torch.randint(0, x.shape[0], (n_dead,), device=x.device)
         new = x[pick].to(self.embedding.dtype).contiguous()  # (n_dead, D)
-        if _dist_world() > 1:
-            dist.broadcast(new, src=0)
+        broadcast_(new)
         self.embedding.data[dead] = new
         self.code_age[dead] = 0
         self.code_usage[dead] = 1.0
@@ -269,7 +151,7 @@ class VectorQuantizer(BaseQuantizer):
         counts = torch.bincount(idx, minlength=self.codebook_size).to(self.code_usage.dtype)  # (K,)
         if self.use_ema:
             embed_sum = torch.zeros_like(self.ema_embed_sum).index_add_(0, idx, x.to(self.ema_embed_sum.dtype))
-            packed = _all_reduce_sum(torch.cat([counts.unsqueeze(1), embed_sum], dim=1))  # (K, 1 + D)
+            packed = all_reduce_(torch.cat([counts.unsqueeze(1), embed_sum], dim=1))  # (K, 1 + D)
             counts, embed_sum = packed[:, 0], packed[:, 1:]
             d = self.ema_decay
             self.ema_cluster_size.mul_(d).add_(counts, alpha=1 - d)
@@ -278,13 +160,13 @@ class VectorQuantizer(BaseQuantizer):
             smoothed = (self.ema_cluster_size + self.ema_eps) / (n + self.codebook_size * self.ema_eps) * n
             self.embedding.data.copy_(self.ema_embed_sum / smoothed.unsqueeze(1))
         else:
-            counts = _all_reduce_sum(counts)
+            counts = all_reduce_(counts)
         self.code_usage.mul_(self.ema_decay).add_(counts, alpha=1 - self.ema_decay)
         self.code_age += 1
         self.code_age[counts > 0] = 0
 
     # -- forward ------------------------------------------------------------------------------------
-    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+    def forward(self, z: torch.Tensor, with_losses: bool | None = None) -> QuantizerOutput:
         """``(B, C, H, W)`` -> :class:`QuantizerOutput` with one ``(B, H, W)`` index map."""
         self._check_input(z)
         b, _, h, w = z.shape
@@ -303,12 +185,27 @@ class VectorQuantizer(BaseQuantizer):
             self._update_after_assign(x.detach(), idx)
             self.usage.update(idx)
         quantized = self._codes_to_latents(straight_through(q.detach(), x), b, h, w)
-        indices = idx.reshape(b, h, w)
-        stats = single_level_stats(indices, self.codebook_size, to_tokens(quantized), z_tokens, self.usage)
-        return QuantizerOutput(quantized=quantized, indices=[indices], losses=losses, stats=stats)
+        return self._level_output(quantized, idx.reshape(b, h, w), losses, to_tokens(quantized), z_tokens, with_losses)
 
     def extra_repr(self) -> str:
         return (
             f"dim={self.dim}, codebook_size={self.codebook_size}, codebook_dim={self.codebook_dim}, "
             f"distance={self.distance!r}, use_ema={self.use_ema}"
         )
+
+
+# Helpers that lived here before they moved to the modules named for them.
+_MOVED = {"to_tokens": "layout", "from_tokens": "layout", "linear_channels_first": "layout",
+          "pack_channels_first": "layout", "straight_through": "layout", "nearest_code": "search",
+          "AUTO_CHUNK_ELEMENTS": "search", "single_level_stats": "stats"}  # fmt: skip
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        import importlib
+        import warnings
+
+        where = f"coda_hf.quantizers.{_MOVED[name]}"
+        warnings.warn(f"coda_hf.quantizers.vector.{name} moved to {where}", FutureWarning, stacklevel=2)
+        return getattr(importlib.import_module(where), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,13 +4,15 @@
 """
 
 from .config import TrainingConfig
-from .loop import NonFiniteLossError, TrainResult, train
+from .loop import TrainResult, train
+from .run_lock import OutputDirInUseError
+from .trainer import NonFiniteLossError
 
-__all__ = ["NonFiniteLossError", "TrainResult", "TrainingConfig", "main", "train"]
+__all__ = ["NonFiniteLossError", "OutputDirInUseError", "TrainResult", "TrainingConfig", "main", "train"]
 
 
 def main(argv: list[str] | None = None) -> TrainResult:
-    """Parse ``[--config file.yaml] [--key value ...]`` and train."""
+    """Parse ``[--config file.yaml] [--key value ...]`` (``--help``: every option) and train."""
     import sys
 
     return train(TrainingConfig.from_args(sys.argv[1:] if argv is None else argv))

@@ -131,6 +131,23 @@ def save_checkpoint(
     return final
 
 
+def refuse_unsafe_pickles(path: str | Path) -> None:
+    """accelerate unpickles registered objects (``custom_checkpoint_*.pkl``: schedules, EMA) with
+    ``weights_only=False``; first read each with ``weights_only=True`` (accelerate's allowlist: tensors, plain
+    containers, numbers) and refuse a checkpoint where that fails, so no pickled code ever runs."""
+    from accelerate.utils import load
+
+    from ..models.loading import CheckpointError
+
+    for file in sorted(Path(path).glob("custom_checkpoint_*.pkl")):
+        try:
+            load(str(file), map_location="cpu", weights_only=True)
+        except Exception as e:  # any failure means "not plain data"
+            raise CheckpointError(
+                f"{file} holds more than tensors and plain values; refusing to unpickle it ({type(e).__name__})"
+            ) from e
+
+
 def load_checkpoint(accelerator, path: str | Path) -> dict[str, Any]:
     """Restore models, optimisers, schedulers, registered objects and RNG states; returns this rank's state."""
     path = Path(path)
@@ -147,6 +164,7 @@ def load_checkpoint(accelerator, path: str | Path) -> dict[str, Any]:
             f"checkpoint {path} was written by {saved_processes} processes; this run has "
             f"{accelerator.num_processes}. Resume with the same number of processes."
         )
+    refuse_unsafe_pickles(path)
     accelerator.load_state(str(path))
     logger.info("resumed from %s at step %s", path, rank_state.get("global_step"))
     return rank_state

@@ -26,11 +26,11 @@ from typing import Any
 import torch
 from PIL import Image
 
+from ..image_io import list_image_files
 from .config import TrainingConfig
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 WEBDATASET_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
@@ -71,9 +71,11 @@ def load_source(config: TrainingConfig, world_size: int = 1):
                 (k for k in WEBDATASET_IMAGE_KEYS if k in names), config.image_column
             )
         else:
-            if not any(f.lower().endswith(IMAGE_EXTENSIONS) for f in _local_files(root, "*")):
+            images = list_image_files(root)
+            if not images:
                 raise FileNotFoundError(f"--train_data_dir {root!r} holds no images, parquet or .tar shards")
-            ds = load_dataset("imagefolder", data_dir=root, split="train", cache_dir=config.cache_dir)
+            # Every image, whatever its name: explicit data_files keep datasets from splitting by file name.
+            ds = load_dataset("imagefolder", data_files={"train": images}, split="train", cache_dir=config.cache_dir)
             column = "image"
     else:
         raise ValueError("no training data: pass --dataset_name HUB_ID or --train_data_dir DIR")

@@ -2,38 +2,38 @@
 
 Masked-token cross-entropy (loss only on masked positions, mask ratio from
 :class:`~coda_hf.maskgit.MaskGitScheduler`), class dropout to the null class for classifier-free guidance,
-AdamW + cosine LR with warm-up, EMA of the weights, accelerate checkpoints, sample grids in tensorboard,
-and a final ``save_pretrained`` of the prior and of the whole :class:`CodaMaskGitPipeline`.
+AdamW + cosine LR with warm-up, EMA of the weights, sample grids in tensorboard, and a final
+``save_pretrained`` of the prior and of the whole :class:`CodaMaskGitPipeline`. The loop, accumulation,
+atomic checkpoints and resumption are the shared skeleton's (:mod:`.trainer`).
 """
 
 from __future__ import annotations
 
-import json
-import logging
+import base64
 import math
-import re
-import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
-from diffusers.optimization import get_cosine_schedule_with_warmup
-from diffusers.training_utils import EMAModel
+from accelerate.data_loader import skip_first_batches
+from accelerate.logging import get_logger
 from diffusers.utils import make_image_grid
 
-from ..distributed import owns_no_process_group_yet, release_distributed
+from ..image_io import list_image_files
 from ..maskgit import MaskGitConfig, MaskGitScheduler, MaskGitTransformer
 from ..models.loading import load_tokenizer
 from ..pipelines.maskgit import CodaMaskGitPipeline
+from ..settings import Settings, default_of, option
+from .checkpointing import list_checkpoints
 from .maskgit_data import LABEL_COLUMN, TOKEN_COLUMN, pretokenize_dataset
+from .optim import build_adamw, build_ema, build_lr_scheduler, trainable_parameters
+from .trainer import Trainer, all_finite
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
-CHECKPOINT_PREFIX = "checkpoint-"
 TRAINING_CONFIG_NAME = "training_config.json"
 
 
@@ -92,85 +92,63 @@ def maskgit_loss(
 
 
 # ----------------------------------------------------------------------------------------- config
+def _prior(name: str):
+    return default_of(MaskGitConfig, name)
+
+
 @dataclass
-class MaskGitTrainingConfig:
+class MaskGitTrainingConfig(Settings):
     """Every setting of ``examples/train_maskgit.py`` (command-line flags of the same names)."""
 
-    tokenizer: str = field(
-        metadata={"help": "saved coda_hf tokenizer directory (CodaVQModel, VQGANModel, ...)"}
-    )
-    output_dir: str = field(metadata={"help": "checkpoints, logs, samples, prior/ and pipeline/ go here"})
-    tokenizer_class: str | None = field(
-        default=None,
-        metadata={"help": "'module:Class' of the tokenizer when its config does not name a coda_hf class"},
-    )
+    tokenizer: str = option(help="saved coda_hf tokenizer directory (CodaVQModel, VQGANModel, ...)")
+    output_dir: str = option(help="checkpoints, logs, samples, prior/ and pipeline/ go here (one live trainer at a time)")
+    tokenizer_class: str | None = option(None, "'module:Class' of the tokenizer when its config does not name a coda_hf class")
     # data
-    train_data_dir: str | None = field(
-        default=None, metadata={"help": "local image folder (datasets imagefolder)"}
-    )
-    dataset_name: str | None = field(
-        default=None, metadata={"help": "Hub dataset name (instead of train_data_dir)"}
-    )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "config of dataset_name"})
-    dataset_split: str = field(default="train", metadata={"help": "split to train on"})
-    image_column: str = field(default="image", metadata={"help": "image column"})
-    label_column: str | None = field(
-        default="label", metadata={"help": "class column; 'none' trains unconditionally (one class)"}
-    )
-    resolution: int = field(default=256, metadata={"help": "training image size (square)"})
-    max_train_samples: int | None = field(default=None, metadata={"help": "use only the first N images"})
-    token_cache_dir: str | None = field(
-        default=None, metadata={"help": "where the token dataset is cached (default OUTPUT_DIR/token_cache)"}
-    )
-    tokenize_batch_size: int = field(default=32, metadata={"help": "batch size of pre-tokenization"})
-    # prior architecture (-> MaskGitConfig)
-    hidden_size: int = field(default=256, metadata={"help": "prior width"})
-    num_hidden_layers: int = field(default=4, metadata={"help": "prior depth"})
-    num_attention_heads: int = field(default=4, metadata={"help": "prior attention heads"})
-    dropout: float = field(default=0.1, metadata={"help": "prior hidden and attention dropout"})
-    num_classes: int | None = field(
-        default=None, metadata={"help": "number of classes (default: from the data)"}
-    )
+    train_data_dir: str | None = option(None, "local image folder (datasets imagefolder)")
+    dataset_name: str | None = option(None, "Hub dataset name (instead of train_data_dir)")
+    dataset_config_name: str | None = option(None, "config of dataset_name")
+    dataset_split: str = option("train", "split to train on")
+    image_column: str = option("image", "image column")
+    label_column: str | None = option("label", "class column; 'none' trains unconditionally (one class)")
+    resolution: int = option(256, "training image size (square)")
+    max_train_samples: int | None = option(None, "use only the first N images")
+    token_cache_dir: str | None = option(None, "where the token dataset is cached (default OUTPUT_DIR/token_cache)")
+    tokenize_batch_size: int = option(32, "batch size of pre-tokenization")
+    # prior architecture (-> MaskGitConfig; defaults: MaskGitConfig's)
+    hidden_size: int = option(_prior("hidden_size"), "prior width")
+    num_hidden_layers: int = option(_prior("num_hidden_layers"), "prior depth")
+    num_attention_heads: int = option(_prior("num_attention_heads"), "prior attention heads")
+    dropout: float = option(_prior("hidden_dropout_prob"), "prior hidden and attention dropout")
+    num_classes: int | None = option(None, "number of classes (default: from the data)")
     # objective and sampling
-    mask_schedule: str = field(default="cosine", metadata={"help": "cosine | linear | square | arccos"})
-    class_drop_prob: float = field(
-        default=0.1, metadata={"help": "probability of training on the null class"}
-    )
-    num_inference_steps: int = field(default=8, metadata={"help": "unmasking steps of the sample grids"})
-    guidance_scale: float = field(
-        default=2.0, metadata={"help": "classifier-free guidance of the sample grids"}
-    )
+    mask_schedule: str = option(default_of(MaskGitScheduler, "mask_schedule"), "cosine | linear | square | arccos")
+    class_drop_prob: float = option(0.1, "probability of training on the null class")
+    num_inference_steps: int = option(8, "unmasking steps of the sample grids")
+    guidance_scale: float = option(2.0, "classifier-free guidance of the sample grids")
     # optimisation
-    train_batch_size: int = field(default=32, metadata={"help": "batch size per process"})
-    num_train_epochs: int = field(
-        default=10, metadata={"help": "epochs (ignored when max_train_steps is set)"}
-    )
-    max_train_steps: int | None = field(default=None, metadata={"help": "total optimizer steps"})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    learning_rate: float = field(default=4e-4, metadata={"help": "peak learning rate"})
-    lr_warmup_steps: int = field(
-        default=500, metadata={"help": "linear warm-up steps before the cosine decay"}
-    )
-    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
-    adam_beta2: float = field(default=0.96, metadata={"help": "AdamW beta2"})
-    weight_decay: float = field(default=0.045, metadata={"help": "AdamW weight decay"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
-    use_ema: bool = field(
-        default=True, metadata={"help": "keep an EMA of the weights (used for samples and saving)"}
-    )
-    ema_decay: float = field(default=0.9999, metadata={"help": "EMA decay"})
-    mixed_precision: str = field(default="no", metadata={"help": "no | fp16 | bf16"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
+    train_batch_size: int = option(32, "batch size per process")
+    num_train_epochs: int = option(10, "epochs (ignored when max_train_steps is set)")
+    max_train_steps: int | None = option(None, "total optimizer steps")
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
+    learning_rate: float = option(4e-4, "peak learning rate")
+    lr_warmup_steps: int = option(500, "linear warm-up steps before the cosine decay")
+    adam_beta1: float = option(0.9, "AdamW beta1")
+    adam_beta2: float = option(0.96, "AdamW beta2")
+    weight_decay: float = option(0.045, "AdamW weight decay")
+    max_grad_norm: float = option(1.0, "gradient clipping norm")
+    use_ema: bool = option(True, "keep an EMA of the weights (used for samples and saving)")
+    ema_decay: float = option(default_of(build_ema, "decay"), "EMA decay")
+    mixed_precision: str = option("no", "no | fp16 | bf16")
+    seed: int = option(0, "random seed")
+    max_nonfinite_steps: int = option(10, "this many non-finite losses in a row stop the run")
     # bookkeeping
-    checkpointing_steps: int = field(default=500, metadata={"help": "save accelerate state every N steps"})
-    checkpoints_total_limit: int | None = field(default=None, metadata={"help": "keep at most N checkpoints"})
-    resume_from_checkpoint: str | None = field(
-        default=None, metadata={"help": "a checkpoint directory, or 'latest' in output_dir"}
-    )
-    validation_steps: int = field(default=1000, metadata={"help": "log a sample grid every N steps"})
-    num_validation_images: int = field(default=8, metadata={"help": "images per sample grid"})
-    report_to: str = field(default="tensorboard", metadata={"help": "accelerate tracker ('none' to disable)"})
-    logging_steps: int = field(default=10, metadata={"help": "log loss / lr every N steps"})
+    checkpointing_steps: int = option(500, "save a resumable checkpoint every N steps")
+    checkpoints_total_limit: int | None = option(None, "keep at most N checkpoints")
+    resume_from_checkpoint: str | None = option(None, "a checkpoint directory, or 'latest' in output_dir")
+    validation_steps: int = option(1000, "log a sample grid every N steps")
+    num_validation_images: int = option(8, "images per sample grid")
+    report_to: str = option("tensorboard", "accelerate tracker ('none' to disable)")
+    logging_steps: int = option(10, "log loss / lr every N steps")
 
     def __post_init__(self):
         if (self.train_data_dir is None) == (self.dataset_name is None):
@@ -179,38 +157,30 @@ class MaskGitTrainingConfig:
             self.label_column = None
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be no | fp16 | bf16; got {self.mixed_precision!r}")
-        for name in (
-            "train_batch_size",
-            "gradient_accumulation_steps",
-            "checkpointing_steps",
-            "validation_steps",
-        ):
+        for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps",
+                     "max_nonfinite_steps", "logging_steps"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
 
 
 # ----------------------------------------------------------------------------------------- helpers
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The ``checkpoint-<step>`` folder with the highest step, or ``None``."""
-    found = [
-        p for p in Path(output_dir).glob(f"{CHECKPOINT_PREFIX}*") if re.fullmatch(r"checkpoint-\d+", p.name)
-    ]
-    return max(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]), default=None)
-
-
-def _prune_checkpoints(output_dir: Path, limit: int | None) -> None:
-    if limit is None:
-        return
-    found = sorted(
-        output_dir.glob(f"{CHECKPOINT_PREFIX}*"), key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :])
-    )
-    for old in found[: max(0, len(found) - limit)]:
-        shutil.rmtree(old, ignore_errors=True)
+    """The newest complete ``checkpoint-<step>`` folder of ``output_dir``, or ``None``."""
+    found = list_checkpoints(output_dir)
+    return found[-1][1] if found else None
 
 
 def load_image_dataset(config: MaskGitTrainingConfig) -> datasets.Dataset:
     if config.train_data_dir is not None:
-        ds = datasets.load_dataset("imagefolder", data_dir=config.train_data_dir, split=config.dataset_split)
+        # Every image of the folder, whatever its name (explicit data_files: no split-by-file-name);
+        # class labels still come from the subfolder names.
+        images = list_image_files(config.train_data_dir) if Path(config.train_data_dir).is_dir() else []
+        if not images:
+            raise FileNotFoundError(f"--train_data_dir {config.train_data_dir!r} is not a folder of images")
+        if config.dataset_split != "train":
+            raise ValueError(f"--dataset_split {config.dataset_split!r} applies to --dataset_name; a "
+                             "--train_data_dir folder is one split of all its images")  # fmt: skip
+        ds = datasets.load_dataset("imagefolder", data_files={"train": images}, split="train")
     else:
         ds = datasets.load_dataset(
             config.dataset_name, config.dataset_config_name, split=config.dataset_split
@@ -243,193 +213,212 @@ def sample_grid(pipeline: CodaMaskGitPipeline, config: MaskGitTrainingConfig, st
 
 
 # ----------------------------------------------------------------------------------------- training
-def train_maskgit(config: MaskGitTrainingConfig) -> Path:
-    """Run the whole training; returns ``output_dir`` (holding ``prior/`` and ``pipeline/``)."""
-    output_dir = Path(config.output_dir)
-    report_to = None if config.report_to == "none" else config.report_to
-    owns_process_group = owns_no_process_group_yet()
-    accelerator = Accelerator(
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        mixed_precision=config.mixed_precision,
-        log_with=report_to,
-        project_config=ProjectConfiguration(
-            project_dir=str(output_dir), logging_dir=str(output_dir / "logs")
-        ),
-    )
-    set_seed(config.seed)
+def _encode_state(state: torch.Tensor | None) -> str | None:
+    return None if state is None else base64.b64encode(state.numpy().tobytes()).decode()
 
-    tokenizer = load_tokenizer(config.tokenizer, config.tokenizer_class).to(accelerator.device).eval()
-    tokenizer.requires_grad_(False)
-    cache_dir = config.token_cache_dir or str(output_dir / "token_cache")
-    with accelerator.main_process_first():
-        images = load_image_dataset(config)
+
+def _decode_state(text: str | None) -> torch.Tensor | None:
+    return None if text is None else torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
+
+
+class MaskGitTrainer(Trainer):
+    """The prior's steps of the :class:`~.trainer.Trainer` skeleton: a generator step only (masked-token
+    cross-entropy), epochs over a shuffled token dataset.
+
+    Accumulation groups never span an epoch boundary: an epoch whose batch count is not a multiple of
+    ``gradient_accumulation_steps`` ends with a shorter update. Resumption is exact: a checkpoint records the
+    epoch, the batches read in it and the random state the epoch's shuffle was drawn from.
+    """
+
+    progress_name = "train_maskgit"
+
+    def __init__(self, config: MaskGitTrainingConfig):
+        super().__init__(config, config.output_dir, report_to=config.report_to)
+        self.epoch, self.batch_in_epoch, self._iter = 0, 0, None
+        self._epoch_rng: dict[str, str | None] | None = None  # random state the current epoch's order came from
+        self._resumed_epoch = False
+
+    # -- set-up
+    def set_up(self) -> None:
+        config, accelerator = self.config, self.accelerator
+        self.tokenizer = load_tokenizer(config.tokenizer, config.tokenizer_class).to(accelerator.device).eval()
+        self.tokenizer.requires_grad_(False)
+        cache_dir = config.token_cache_dir or str(self.output_dir / "token_cache")
+        with accelerator.main_process_first():
+            images = load_image_dataset(config)
+            token_ds = pretokenize_dataset(
+                images, self.tokenizer, cache_dir, config.resolution, config.image_column, config.label_column,
+                batch_size=config.tokenize_batch_size, device=accelerator.device,
+            )  # fmt: skip
+        prior = MaskGitTransformer(self._prior_config(images, token_ds))
+        self.scheduler = MaskGitScheduler(mask_schedule=config.mask_schedule)
+        self.ema = build_ema(list(prior.parameters()), config.ema_decay) if config.use_ema else None
+        self.dataloader = accelerator.prepare(
+            torch.utils.data.DataLoader(token_ds.with_format("torch"), batch_size=config.train_batch_size, shuffle=True,
+                                        drop_last=False)  # fmt: skip
+        )  # sharded across processes: len() is per process from here on
+        opt = build_adamw(list(prior.parameters()), config.learning_rate, (config.adam_beta1, config.adam_beta2),
+                          config.weight_decay, name="prior")  # fmt: skip
+        self.epoch_len = len(self.dataloader)
+        updates_per_epoch = math.ceil(self.epoch_len / self.accumulation)
+        self.total_steps = config.max_train_steps or config.num_train_epochs * updates_per_epoch
+        self.sched_g = build_lr_scheduler("cosine", opt, config.lr_warmup_steps, self.total_steps)
+        self.model, self.opt_g = accelerator.prepare(prior, opt)
+        self.gen_params = trainable_parameters(self.model)
+        if self.ema is not None:
+            self.ema.to(accelerator.device)
+
+    def _prior_config(self, images: datasets.Dataset, token_ds: datasets.Dataset) -> MaskGitConfig:
+        config = self.config
         label_column = config.label_column
-        token_ds = pretokenize_dataset(
-            images, tokenizer, cache_dir, config.resolution, config.image_column, label_column,
-            batch_size=config.tokenize_batch_size, device=accelerator.device,
-        )  # fmt: skip
-    if config.num_classes is not None:
-        num_classes = config.num_classes
-    elif label_column and isinstance(images.features.get(label_column), datasets.ClassLabel):
-        num_classes = images.features[label_column].num_classes
-    else:
-        num_classes = int(max(token_ds[LABEL_COLUMN], default=0)) + 1
-    if len(token_ds) and int(max(token_ds[LABEL_COLUMN])) >= num_classes:
-        raise ValueError(
-            f"num_classes={num_classes} but the data has label {int(max(token_ds[LABEL_COLUMN]))}"
-        )
-
-    level_shapes = [list(s) for s in tokenizer.level_shapes(config.resolution, config.resolution)]
-    prior = MaskGitTransformer(
-        MaskGitConfig(
-            level_shapes=level_shapes,
-            codebook_size=int(tokenizer.codebook_size),
-            num_classes=num_classes,
-            hidden_size=config.hidden_size,
-            num_hidden_layers=config.num_hidden_layers,
-            num_attention_heads=config.num_attention_heads,
-            hidden_dropout_prob=config.dropout,
-            attention_dropout_prob=config.dropout,
-        )
-    )
-    scheduler = MaskGitScheduler(mask_schedule=config.mask_schedule)
-    ema = EMAModel(prior.parameters(), decay=config.ema_decay) if config.use_ema else None
-
-    dataloader = accelerator.prepare(
-        torch.utils.data.DataLoader(
-            token_ds.with_format("torch"), batch_size=config.train_batch_size, shuffle=True, drop_last=False
-        )
-    )  # sharded across processes: len() is per process from here on
-    optimizer = torch.optim.AdamW(
-        prior.parameters(), lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
-        weight_decay=config.weight_decay,
-    )  # fmt: skip
-    updates_per_epoch = math.ceil(len(dataloader) / config.gradient_accumulation_steps)
-    max_steps = config.max_train_steps or config.num_train_epochs * updates_per_epoch
-    num_epochs = math.ceil(max_steps / updates_per_epoch)
-    # The prepared LR scheduler steps once per process per update: count in process-steps.
-    lr_scheduler = get_cosine_schedule_with_warmup(
-        optimizer, num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=max_steps * accelerator.num_processes,
-    )  # fmt: skip
-    prior, optimizer, lr_scheduler = accelerator.prepare(prior, optimizer, lr_scheduler)
-    if ema is not None:
-        ema.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema)
-    if accelerator.is_main_process and report_to:
-        accelerator.init_trackers("train_maskgit", config={k: str(v) for k, v in asdict(config).items()})
-
-    global_step, first_epoch, skip_batches = 0, 0, 0
-    if config.resume_from_checkpoint:
-        path = (
-            latest_checkpoint(output_dir)
-            if config.resume_from_checkpoint == "latest"
-            else Path(config.resume_from_checkpoint)
-        )
-        if path is None or not path.is_dir():
-            logger.warning("no checkpoint %r found; starting a new training", config.resume_from_checkpoint)
+        if config.num_classes is not None:
+            num_classes = config.num_classes
+        elif label_column and isinstance(images.features.get(label_column), datasets.ClassLabel):
+            num_classes = images.features[label_column].num_classes
         else:
-            accelerator.load_state(str(path))
-            global_step = int(path.name[len(CHECKPOINT_PREFIX) :])
-            first_epoch = global_step // updates_per_epoch
-            skip_batches = (global_step % updates_per_epoch) * config.gradient_accumulation_steps
-            logger.info(
-                "resumed from %s at step %d (epoch %d, skipping %d batches)",
-                path,
-                global_step,
-                first_epoch,
-                skip_batches,
-            )
+            num_classes = int(max(token_ds[LABEL_COLUMN], default=0)) + 1
+        if len(token_ds) and int(max(token_ds[LABEL_COLUMN])) >= num_classes:
+            raise ValueError(f"num_classes={num_classes} but the data has label {int(max(token_ds[LABEL_COLUMN]))}")
+        return MaskGitConfig(
+            level_shapes=[list(s) for s in self.tokenizer.level_shapes(config.resolution, config.resolution)],
+            codebook_size=int(self.tokenizer.codebook_size), num_classes=num_classes, hidden_size=config.hidden_size,
+            num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
+            hidden_dropout_prob=config.dropout, attention_dropout_prob=config.dropout,
+        )  # fmt: skip
 
-    def build_pipeline() -> CodaMaskGitPipeline:
-        model = accelerator.unwrap_model(prior)
-        pipe = CodaMaskGitPipeline(tokenizer=tokenizer, transformer=model, scheduler=scheduler)
+    def after_resume(self) -> None:
+        self.init_trackers("train_maskgit", {k: str(v) for k, v in self.config.to_dict().items()})
+        self.model.train()
+
+    # -- data: epochs of the shuffled token dataset
+    def micro_batches(self):
+        for micro in range(self.accumulation):
+            if self.batch_in_epoch == self.epoch_len:
+                self._end_epoch()
+            batch = self._next_batch()
+            last = micro == self.accumulation - 1 or self.batch_in_epoch == self.epoch_len
+            yield batch, last
+            if last:
+                return
+
+    def _rng_states(self) -> dict[str, str | None]:
+        generator = getattr(self.dataloader.get_sampler(), "generator", None)
+        return {"torch": _encode_state(torch.get_rng_state()),
+                "sampler": _encode_state(generator.get_state() if generator is not None else None)}  # fmt: skip
+
+    def _next_batch(self):
+        if self._iter is not None:
+            self.batch_in_epoch += 1
+            return next(self._iter)
+        # A new epoch: its order is drawn (from the global or the sampler's generator) at the first batch.
+        if not self._resumed_epoch:
+            self._epoch_rng = self._rng_states()
+            self._iter = iter(self.dataloader)
+            self.batch_in_epoch += 1
+            return next(self._iter)
+        # Resumed mid-epoch: draw the epoch's order from the random state it was drawn from, skip the batches
+        # already trained on, and go on with the random state of the checkpoint.
+        self._resumed_epoch = False
+        now = torch.get_rng_state()
+        torch.set_rng_state(_decode_state(self._epoch_rng["torch"]))
+        generator = getattr(self.dataloader.get_sampler(), "generator", None)
+        if generator is not None and self._epoch_rng["sampler"] is not None:
+            generator.set_state(_decode_state(self._epoch_rng["sampler"]))
+        loader = skip_first_batches(self.dataloader, self.batch_in_epoch) if self.batch_in_epoch else self.dataloader
+        self._iter = iter(loader)
+        batch = next(self._iter)
+        torch.set_rng_state(now)
+        self.batch_in_epoch += 1
+        return batch
+
+    def _end_epoch(self) -> None:
+        if self._iter is not None and next(self._iter, None) is not None:
+            raise RuntimeError(f"the data loader yielded more than its {self.epoch_len} batches per epoch")
+        self.epoch, self.batch_in_epoch, self._iter = self.epoch + 1, 0, None
+
+    def data_state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "batches_in_epoch": self.batch_in_epoch, "epoch_rng": self._epoch_rng}
+
+    def load_data_state(self, state: dict[str, Any]) -> None:
+        self.epoch, self.batch_in_epoch, self._epoch_rng = state["epoch"], state["batches_in_epoch"], state["epoch_rng"]
+        self._resumed_epoch = self.batch_in_epoch < self.epoch_len
+        if not self._resumed_epoch:  # the checkpoint ends an epoch: the next one starts afresh
+            self._end_epoch()
+        logger.info("resumed from %s at step %d (epoch %d, skipping %d batches)", self.last_checkpoint,
+                    self.global_step, self.epoch, self.batch_in_epoch)  # fmt: skip
+
+    # -- one update
+    def generator_step(self, batch, logs):
+        out = maskgit_loss(self.model, self.scheduler, batch[TOKEN_COLUMN].long(), batch[LABEL_COLUMN].long(),
+                           self.config.class_drop_prob)  # fmt: skip
+        if not all_finite(self.accelerator, out.loss):
+            return None
+        self.backward(out.loss)
+        self.out = out
+        return out
+
+    # -- logging, checkpoints, samples
+    def log_and_checkpoint(self, step_logs, progress) -> None:
+        config, accelerator, step = self.config, self.accelerator, self.global_step
+        if step % config.logging_steps == 0 or step == 1:
+            logs = {
+                "loss": accelerator.gather(self.out.loss.detach()[None]).mean().item(),
+                "masked_accuracy": accelerator.gather(self.out.masked_accuracy[None]).mean().item(),
+                "lr": self.sched_g.get_last_lr()[0], "epoch": self.epoch,
+            }  # fmt: skip
+            accelerator.log(logs, step=step)
+            logger.info("step %d: %s", step, logs)
+        if step % config.checkpointing_steps == 0:
+            self.save_checkpoint()
+        if step % config.validation_steps == 0 and accelerator.is_main_process:
+            grid = self.with_ema_weights(lambda: sample_grid(self.build_pipeline(), config, step))
+            for tracker in accelerator.trackers:
+                if tracker.name == "tensorboard":
+                    tracker.writer.add_image("samples", grid, step, dataformats="HWC")
+
+    def build_pipeline(self) -> CodaMaskGitPipeline:
+        model = self.accelerator.unwrap_model(self.model)
+        pipe = CodaMaskGitPipeline(tokenizer=self.tokenizer, transformer=model, scheduler=self.scheduler)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    def with_ema_weights(fn):
-        model = accelerator.unwrap_model(prior)
-        if ema is not None:
-            ema.store(model.parameters())
-            ema.copy_to(model.parameters())
+    def with_ema_weights(self, fn):
+        """``fn()`` with the EMA weights in the prior, in eval mode; the training weights come back after."""
+        model = self.accelerator.unwrap_model(self.model)
+        if self.ema is not None:
+            self.ema.store(model.parameters())
+            self.ema.copy_to(model.parameters())
         model.eval()
         try:
             return fn()
         finally:
-            if ema is not None:
-                ema.restore(model.parameters())
+            if self.ema is not None:
+                self.ema.restore(model.parameters())
             model.train()
 
-    prior.train()
-    for epoch in range(first_epoch, num_epochs):
-        loader = accelerator.skip_first_batches(dataloader, skip_batches) if skip_batches else dataloader
-        skip_batches = 0
-        for batch in loader:
-            with accelerator.accumulate(prior):
-                out = maskgit_loss(
-                    prior,
-                    scheduler,
-                    batch[TOKEN_COLUMN].long(),
-                    batch[LABEL_COLUMN].long(),
-                    config.class_drop_prob,
-                )
-                accelerator.backward(out.loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(prior.parameters(), config.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad()
-            if not accelerator.sync_gradients:
-                continue
-            global_step += 1
-            if ema is not None:
-                ema.step(accelerator.unwrap_model(prior).parameters())
-            if global_step % config.logging_steps == 0 or global_step == 1:
-                logs = {
-                    "loss": accelerator.gather(out.loss.detach()[None]).mean().item(),
-                    "masked_accuracy": accelerator.gather(out.masked_accuracy[None]).mean().item(),
-                    "lr": lr_scheduler.get_last_lr()[0],
-                    "epoch": epoch,
-                }
-                accelerator.log(logs, step=global_step)
-                if accelerator.is_main_process:
-                    logger.info("step %d: %s", global_step, logs)
-            if global_step % config.checkpointing_steps == 0:
-                if accelerator.is_main_process:
-                    _prune_checkpoints(output_dir, None if config.checkpoints_total_limit is None
-                                       else config.checkpoints_total_limit - 1)  # fmt: skip
-                accelerator.wait_for_everyone()
-                accelerator.save_state(str(output_dir / f"{CHECKPOINT_PREFIX}{global_step}"))
-            if global_step % config.validation_steps == 0 and accelerator.is_main_process:
-                grid = with_ema_weights(lambda step=global_step: sample_grid(build_pipeline(), config, step))
-                for tracker in accelerator.trackers:
-                    if tracker.name == "tensorboard":
-                        tracker.writer.add_image("samples", grid, global_step, dataformats="HWC")
-            if global_step >= max_steps:
-                break
-        if global_step >= max_steps:
-            break
+    # -- final models
+    def finalise(self) -> Path:
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            self.with_ema_weights(self._save)
+        return self.output_dir
 
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+    def _save(self) -> None:
+        pipe = self.build_pipeline()
+        pipe.transformer.save_pretrained(self.output_dir / "prior")
+        pipe.save_pretrained(self.output_dir / "pipeline")
+        # The settings next to the weights (read by coda_hf.hub model cards); never inside the model config.
+        for folder in ("prior", "pipeline"):
+            self.config.save(self.output_dir / folder, stem=TRAINING_CONFIG_NAME.removesuffix(".json"), yaml_too=False)
 
-        def _save():
-            pipe = build_pipeline()
-            pipe.transformer.save_pretrained(output_dir / "prior")
-            pipe.save_pretrained(output_dir / "pipeline")
-            # The settings next to the weights (read by coda_hf.hub model cards); never inside the model config.
-            settings = json.dumps(asdict(config), indent=2, sort_keys=True)
-            for folder in ("prior", "pipeline"):
-                (output_dir / folder / TRAINING_CONFIG_NAME).write_text(settings)
 
-        with_ema_weights(_save)
-    accelerator.end_training()
-    release_distributed(accelerator, owns_process_group)
-    return output_dir
-
+def train_maskgit(config: MaskGitTrainingConfig) -> Path:
+    """Run the whole training; returns ``output_dir`` (holding ``prior/`` and ``pipeline/``)."""
+    return MaskGitTrainer(config).run()
 
 __all__ = [
     "MaskGitLossOutput",
+    "MaskGitTrainer",
     "MaskGitTrainingConfig",
     "drop_class_labels",
     "latest_checkpoint",

@@ -61,10 +61,12 @@ class KLAutoencoderForTraining(nn.Module):
 
 
 def _reinit_quantizer(model: nn.Module, quantizer: dict[str, Any]) -> None:
-    """Replace a loaded tokenizer's quantizer by a freshly initialised one (``--reinit_codebook``)."""
+    """Replace a loaded tokenizer's quantizer by a freshly initialised one (``--reinit_codebook``): its own
+    config with ``quantizer`` merged in (a different ``name`` replaces it, :func:`coda_hf.settings.deep_merge`)."""
     from ..quantizers import build_quantizer
+    from ..settings import deep_merge
 
-    spec = dict(quantizer or model.quantizer.to_dict())
+    spec = deep_merge(model.quantizer.to_dict(), quantizer or {})
     name = spec.pop("name")
     spec.setdefault("dim", getattr(model.quantizer, "dim", None))
     if spec["dim"] is None:
@@ -80,7 +82,9 @@ def build_model(config: TrainingConfig) -> nn.Module:
     kwargs = dict(config.model_kwargs)
     if config.model == "vae":
         if config.pretrained_model:
-            vae = AutoencoderKL.from_pretrained(config.pretrained_model, subfolder=config.vae_subfolder, **kwargs)
+            from ..models.loading import load_autoencoder_kl
+
+            vae = load_autoencoder_kl(config.pretrained_model, subfolder=config.vae_subfolder, **kwargs)
         else:
             vae = AutoencoderKL(**kwargs)
         return KLAutoencoderForTraining(vae)
