@@ -33,8 +33,11 @@ def check_pixel_values(images: torch.Tensor, clip: bool = False) -> torch.Tensor
 
     Non-finite values always raise ``ValueError``. Values beyond the range raise ``ValueError`` (e.g. images
     in ``[0, 255]`` or ``[0, 1]``: convert with ``x / 127.5 - 1`` or ``2 * x - 1``), or with ``clip=True`` are
-    clamped with a warning.
+    clamped with a warning. Not checked while exporting (``torch.export`` / ONNX): a graph holds no
+    data-dependent branch, so an exported encoder takes the values as given.
     """
+    if torch.compiler.is_exporting():
+        return images.clamp(-1.0, 1.0) if clip else images
     if not bool(torch.isfinite(images).all()):
         bad = int((~torch.isfinite(images)).sum())
         raise ValueError(f"images contain {bad} non-finite value(s) (NaN or inf); pixel values must lie in [-1, 1]")
