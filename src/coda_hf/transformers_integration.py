@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 CODA_CONFIG_KEYS = (
     "vae_config", "shift_factor", "scaling_factor", "encoder_lora_rank", "encoder_lora_alpha",
     "encoder_lora_target_modules", "decoder_lora_rank", "decoder_lora_alpha", "decoder_lora_target_modules",
-    "quantizer", "sample_posterior",
+    "quantizer", "sample_posterior", "latent_tile_size",
 )  # fmt: skip
 # from_pretrained keyword arguments that locate files (transformers' and huggingface_hub's names).
 _DOWNLOAD_KWARGS = ("subfolder", "revision", "cache_dir", "local_files_only", "token", "force_download", "proxies")
@@ -67,6 +67,7 @@ class CodaVQConfig(PretrainedConfig):
     decoder_lora_target_modules: list | None = None
     quantizer: dict | None = None
     sample_posterior: bool = True
+    latent_tile_size: int = 0
 
     # The file transformers' from_pretrained reads (not a config field: transformers drops it on save). A CodaVQ
     # directory is written by diffusers; CodaVQForTokenization.from_pretrained names the variant / shard index.

@@ -55,7 +55,7 @@ def load_model_and_processor(model_dir: str, resolution: int | None = None):
                 f"(downsample factor {model.downsample_factor})"
             )
         processor.size = {"shortest_edge": int(resolution)}
-    processor.size_divisor = model.downsample_factor
+    processor.size_divisor = model.size_divisor
     return model, processor
 
 
