@@ -33,7 +33,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -168,8 +167,34 @@ def _prior_stage(work: Path, hw: dict, prior_tiles: Path) -> Stage:
     return Stage("prior", out / "pipeline" / "model_index.json", command, config_file=config_file, config=config)
 
 
+def record_invocation(work: Path, stages: list[str]) -> None:
+    """Append who ran which stages, with what threads and code, to ``invocations.json`` (the cards quote it)."""
+    import platform
+    import subprocess
+
+    import torch
+
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    path = work / "invocations.json"
+    records = json.loads(path.read_text()) if path.is_file() else []
+    records.append({
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"), "stages": stages, "argv": sys.argv,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "torch_threads": torch.get_num_threads(),
+        "code": str(REPO), "commit": commit or None, "machine": f"{platform.platform()}, {os.cpu_count()} CPUs",
+        "torch": torch.__version__,
+    })  # fmt: skip
+    work.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(records, indent=2) + "\n")
+    tmp.replace(path)
+
+
 def run_plan(stages: list[Stage], work: Path, dry_run: bool = False, force: tuple[str, ...] = ()) -> list[str]:
-    """Run the stages in order, skipping finished ones (unless forced); wall time per stage in timings.json."""
+    """Run the stages in order, skipping finished ones (unless forced); wall time per stage in timings.json,
+    threads and code of the invocation in invocations.json."""
+    todo = [s.name for s in stages if s.name in force or not s.done_marker.exists()]
+    if todo and not dry_run:
+        record_invocation(work, todo)
     ran = []
     for stage in stages:
         if stage.done_marker.exists() and stage.name not in force:
