@@ -65,7 +65,7 @@ CONFIGS: dict[str, dict] = {
     },
     "smoke": {
         **reproduce.CONFIGS["smoke"], "validation_fraction": 0.15, "lora_rates": [1e-3, 1e-2], "vq": {"restart_after": 2},
-        "vqgan_embed_dim": 4, "latent_tile": 16, "demo_photos": 2, "prior_samples": 4,
+        "vqgan_embed_dim": 4, "latent_tile": 16, "demo_photos": 1, "prior_samples": 4,
         "prior": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
                   "dropout": 0.0, "train_batch_size": 2, "max_train_steps": 2, "learning_rate": 1e-3,
                   "lr_warmup_steps": 1, "checkpointing_steps": 1, "validation_steps": 100000,
@@ -151,7 +151,7 @@ def build_plan(work: Path, config_name: str, vae_workdir: Path, cache_dir: Path,
     bundle_dir = bundle_dir or REPO / "src" / "coda_hf" / "bundled"
     cards_dir = cards_dir or REPO / "src" / "coda_hf" / "model_cards"
     stages.append(Stage("bundle", work / "bundle" / "bundle.json",
-                        action=lambda: bs.bundle(work, hw, config_name, vae_workdir, bundle_dir, cards_dir)))
+                        action=lambda: bs.bundle(work, hw, config_name, vae_workdir, photos, bundle_dir, cards_dir)))
     return stages
 
 
