@@ -12,7 +12,13 @@ import pytest
 import torch
 
 import coda_hf
-from coda_hf.bundled import DEFAULT_PRIOR, DEFAULT_TOKENIZER, bundled_model, bundled_model_info, bundled_photos
+from coda_hf.bundled import (
+    DEFAULT_PRIOR,
+    DEFAULT_TOKENIZER,
+    bundled_model,
+    bundled_model_info,
+    bundled_photos,
+)
 from coda_hf.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]

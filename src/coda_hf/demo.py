@@ -23,9 +23,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .bundled import DEFAULT_PRIOR as PRIOR
+from .bundled import DEFAULT_TOKENIZER as CODA
+
 logger = logging.getLogger(__name__)
 
-VAE, CODA, VQGAN, PRIOR = "photos-vae", "photos-coda", "photos-vqgan", "photos-prior"
+VAE, VQGAN = "photos-vae", "photos-vqgan"
 RECONSTRUCTION_MODELS = (VAE, CODA, VQGAN)  # the columns of the comparison, left to right
 OUTPUT_NAMES = ("reconstructions.png", "prior_samples.png", "tokens.safetensors", "metrics.json", "index.html")
 FD_TILE = 64  # FD-EffNet over the photos' 64 px tiles: the tokenizers' training crop, and more samples
