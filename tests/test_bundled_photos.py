@@ -96,3 +96,24 @@ def test_tile_wise_tokenization_of_256_px_photos_has_no_seam(monkeypatch):
     ratio = {name: r["border_over_interior"] for name, r in rows.items()}
     assert ratio["tiled"] < 1.1 * ratio["continuous VAE"], rows
     assert ratio["per-tile"] > 1.2 * ratio["tiled"], rows
+
+
+def test_a_bundle_json_directory_points_inside_the_models_folder_only(tmp_path, monkeypatch):
+    import coda_hf.bundled as registry
+
+    models = tmp_path / "models"
+    (models / "pipe" / "tokenizer").mkdir(parents=True)
+    (models / "pipe" / "model_index.json").write_text("{}")
+    (models / "pipe" / "tokenizer" / "config.json").write_text("{}")
+    (models / "tok").mkdir()
+    (models / "tok" / "bundle.json").write_text(json.dumps({"description": "d", "directory": "../pipe/tokenizer"}))
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "config.json").write_text("{}")
+    (models / "escape").mkdir()
+    (models / "escape" / "bundle.json").write_text(json.dumps({"directory": "../../outside"}))
+    monkeypatch.setattr(registry, "MODELS_DIR", models.resolve())
+    assert registry.bundled_model("tok") == str((models / "pipe" / "tokenizer").resolve())
+    assert set(registry.bundled_models()) == {"pipe", "tok"} and registry.bundled_models()["tok"] == "d"
+    assert registry.bundled_model_info("tok")["directory"] == "../pipe/tokenizer"
+    with pytest.raises(registry.UnknownBundledModelError):
+        registry.bundled_model("escape")

@@ -60,7 +60,7 @@ def _bundle_info(path: Path) -> dict:
 
 def bundled_models() -> dict[str, str]:
     """Name -> one-line description of every model this installation ships (only those actually present)."""
-    return {name: _bundle_info(path).get("description", "(no description)") for name, path in _model_dirs().items()}
+    return {name: _bundle_info(MODELS_DIR / name).get("description", "(no description)") for name in _model_dirs()}
 
 
 def bundled_model(name: str) -> str:
