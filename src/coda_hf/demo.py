@@ -243,7 +243,8 @@ def write_outputs(out: Path, report: dict, images, recons: dict, coda_encoding, 
 def summary_lines(report: dict) -> list[str]:
     """The demo's printed summary: token layout and bits per pixel, then the metrics table."""
     h, w = report["image_size"]
-    lines = [f"{len(report['photos'])} bundled photos, {h} x {w} px"]
+    lines = [f"{len(report['photos'])} bundled photos, {h} x {w} px (held out from every model's training):"]
+    lines += [f"  {p['file']}: {p.get('source', '?')}, licence {p['license']}" for p in report["photos"]]
     for name, t in report["tokens"].items():
         per_tile = f" ({t['latent_tiles']} latent tiles x {t['tokens_per_tile']})" if t["latent_tiles"] > 1 else ""
         lines.append(f"{name}: {t['tokens_per_image']:,} tokens per image{per_tile}, {t['codebook_size']:,} codes "
@@ -272,7 +273,7 @@ def html_report(report: dict) -> str:
         f"<li>{html.escape(p['file'])}: {html.escape(str(p.get('source', '')))}, licence {html.escape(str(p['license']))}</li>"
         for p in report["photos"]
     )  # fmt: skip
-    summary = html.escape("\n".join(summary_lines(report)[: 1 + 2 * len(report["tokens"])]))
+    summary = html.escape("\n".join(summary_lines(report)[: 1 + len(report["photos"]) + 2 * len(report["tokens"])]))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>coda-hf demo</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td,th{{padding:2px 10px;text-align:right}}
