@@ -188,8 +188,11 @@ def demo_photos(photos: Path, out: Path, hw: dict) -> None:
         entries.append({"file": name, **{k: photo.get(k) for k in ("photo_id", "source", "package", "package_version",
                         "license", "upstream_license", "reason", "width", "height")}, "split": "eval",
                         "license_text": _copy_license(photo, out)})  # fmt: skip
+    config = manifest["config"]
+    dataset = (f"eval split of `coda-hf data prepare-photos --sources {' '.join(config['sources'])} --seed {config['seed']}"
+               f" --validation-fraction {config.get('validation_fraction', 0.0)}`")  # fmt: skip
     write_json(out / "photos.json", {"size": DEMO_SIZE, "resize": "shorter side to 256 px (Lanczos), centre crop",
-                                     "dataset": str(photos), "photos": entries})  # fmt: skip
+                                     "dataset": dataset, "photos": entries})  # fmt: skip
 
 
 def _copy_license(photo: dict, out: Path) -> str | None:
