@@ -16,7 +16,9 @@ Where things live:
   (diffusers);
 * ``coda_hf.losses`` / ``coda_hf.discriminators`` / ``coda_hf.training``: the training objective and loop;
 * ``coda_hf.metrics``: PSNR, SSIM, Fréchet distances, codebook statistics, the evaluation loop;
-* ``coda_hf.hub``: model cards and ``push_to_hub``; ``coda_hf.data``: offline real-image datasets.
+* ``coda_hf.hub``: model cards and ``push_to_hub``; ``coda_hf.data``: offline real-image datasets;
+* ``coda_hf.bundled``: the small pretrained models shipped in the package (``bundled_model(name)``);
+* ``coda_hf.app``: the interactive Gradio app of the VAE / VQ-VAE family (``coda-hf app``).
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ __version__ = "0.1.0"
 
 # Public name -> the submodule that defines it (imported on first access, PEP 562).
 _EXPORTS = {
+    "bundled_model": ".bundled", "bundled_models": ".bundled",
     "HubPushError": ".hub", "build_model_card": ".hub", "push_to_hub": ".hub",
     "MaskGitConfig": ".maskgit", "MaskGitScheduler": ".maskgit", "MaskGitTransformer": ".maskgit",
-    "CodaVQModel": ".models", "VQGANModel": ".models",
+    "CodaVQModel": ".models", "DenseVAE": ".models", "VQGANModel": ".models",
     "CodaMaskGitPipeline": ".pipelines.maskgit", "CodaMaskGitPipelineOutput": ".pipelines.maskgit",
     "CodaTokenizerPipeline": ".pipelines.tokenization",
     "AttentionQuantizer": ".quantizers", "FSQuantizer": ".quantizers", "GumbelQuantizer": ".quantizers",

@@ -19,12 +19,16 @@ def register(subparsers) -> None:
     photos.add_argument("--cache", default=DEFAULT_CACHE, help="where downloaded / extracted .deb packages are kept")
     photos.add_argument("--tile-sizes", type=int, nargs="+", default=[64, 128])
     photos.add_argument("--eval-fraction", type=float, default=0.2, help="fraction of scenes held out (per source)")
+    photos.add_argument("--validation-fraction", type=float, default=0.0,
+                        help="fraction of scenes held out as a validation split for choosing hyperparameters "
+                             "(validation-* shards; taken from train, eval unchanged; default 0: none)")  # fmt: skip
     photos.add_argument("--seed", type=int, default=0)
     photos.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8],
                         help="zoom levels: the photo's short side is resized to level * tile size")
     photos.add_argument("--stride", type=int, default=None, help="tile grid step in pixels (default: tile size)")
     photos.add_argument("--train-shards", type=int, default=8)
     photos.add_argument("--eval-shards", type=int, default=4)
+    photos.add_argument("--validation-shards", type=int, default=2)
     photos.add_argument("--sources", nargs="+", default=None,
                         help="subset of: mate-backgrounds plasma-workspace-wallpapers opencv-doc skimage sklearn")
     photos.add_argument("--overwrite", action="store_true", help="rebuild even if an up-to-date manifest exists")
@@ -61,6 +65,7 @@ def run_prepare_photos(args) -> int:
             _expand(args.out), _expand(args.cache), tile_sizes=args.tile_sizes, eval_fraction=args.eval_fraction,
             seed=args.seed, levels=args.levels, stride=args.stride, train_shards=args.train_shards,
             eval_shards=args.eval_shards, sources=args.sources or DEFAULT_SOURCES, overwrite=args.overwrite,
+            validation_fraction=args.validation_fraction, validation_shards=args.validation_shards,
         )
     except PackageFetchError as e:  # a download problem, not a usage error (those raise: exit code 2)
         logger.error("%s", e)

@@ -4,7 +4,7 @@ from .debian import DebianCopyright, ExtractedPackage, PackageFetchError, fetch_
 from .fashion_mnist import FASHION_MNIST_LABELS, prepare_fashion_mnist, read_idx, write_idx
 from .photos import PHOTO_FEATURES, PhotoRecord, collect_photos, photo_shard_dir, prepare_photo_dataset
 from .shards import load_image_shards, write_parquet_shards
-from .tiling import Tile, iter_multiscale_tiles, split_groups
+from .tiling import Tile, iter_multiscale_tiles, split_groups, split_photo_groups
 from .transforms import (
     center_crop_resize,
     collate_images,
@@ -37,6 +37,7 @@ __all__ = [
     "read_copyright",
     "read_idx",
     "split_groups",
+    "split_photo_groups",
     "tensor_to_pil",
     "write_idx",
     "write_parquet_shards",

@@ -12,7 +12,7 @@ from .gan import (
     non_saturating_g_loss,
     warmup_factor,
 )
-from .kl import kl_divergence, kl_loss
+from .kl import kl_divergence, kl_loss, kl_per_channel
 from .lpips import LPIPS, make_vgg16_features, normalize_channels
 from .perceptual import PERCEPTUAL_BACKENDS, EfficientNetPerceptualDistance, PerceptualLoss
 from .pixel import l1_loss, l2_loss
@@ -34,6 +34,7 @@ __all__ = [
     "hinge_g_loss",
     "kl_divergence",
     "kl_loss",
+    "kl_per_channel",
     "l1_loss",
     "l2_loss",
     "make_vgg16_features",

@@ -33,6 +33,22 @@ def kl_divergence(
     return posterior.kl()
 
 
+def kl_per_channel(posterior: DiagonalGaussianDistribution) -> torch.Tensor:
+    """``(B, C)`` KL(q || N(0, I)) of each latent channel, summed over its ``(H, W)`` positions.
+
+    The same closed form (diffusers' ``kl()``), applied to each channel as its own one-channel posterior;
+    ``kl_per_channel(p).sum(1)`` equals ``p.kl()``. For a dense VAE (``(B, L, 1, 1)`` latents) this is the
+    KL of each latent dimension: the "active units" picture of a beta-VAE.
+    """
+    mean, logvar = posterior.mean, posterior.logvar  # (B, C, H, W) each
+    b, c, h, w = mean.shape
+    if posterior.deterministic:  # diffusers' kl() is then a scalar 0
+        return mean.new_zeros(b, c)
+    params = torch.stack([mean, logvar], dim=2).reshape(b * c, 2, h, w)  # one (mean, logvar) pair per channel
+    one_channel = DiagonalGaussianDistribution(params, deterministic=posterior.deterministic)
+    return one_channel.kl().reshape(b, c)
+
+
 def kl_loss(
     posterior: DiagonalGaussianDistribution | None = None,
     mean: torch.Tensor | None = None,

@@ -91,9 +91,10 @@ def plot_quant_error(quant_error: list[float], path: str | Path) -> Path:
 
 
 def pca_project(continuous: torch.Tensor, quantized: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Project ``(N, C)`` continuous and quantized vectors on the continuous set's top-2 principal axes."""
-    if continuous.ndim != 2 or continuous.shape != quantized.shape:
-        raise ValueError(f"continuous {tuple(continuous.shape)} and quantized {tuple(quantized.shape)} must be equal (N, C)")
+    """Project ``(N, C)`` continuous and ``(M, C)`` quantized (or any other) vectors on the continuous set's
+    top-2 principal axes."""
+    if continuous.ndim != 2 or quantized.ndim != 2 or continuous.shape[1] != quantized.shape[1]:
+        raise ValueError(f"continuous {tuple(continuous.shape)} and quantized {tuple(quantized.shape)} must be (N, C) and (M, C)")
     if continuous.shape[1] < 2 or continuous.shape[0] < 2:
         raise ValueError(f"PCA to 2-D needs at least 2 vectors of at least 2 channels; got {tuple(continuous.shape)}")
     x = continuous.detach().double().cpu()

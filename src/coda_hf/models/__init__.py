@@ -1,6 +1,8 @@
-"""Tokenizer models: :class:`CodaVQModel` (CODA on a pretrained VAE) and :class:`VQGANModel` (from scratch)."""
+"""Tokenizer models: :class:`CodaVQModel` (CODA on a pretrained VAE) and :class:`VQGANModel` (from scratch);
+:class:`DenseVAE`, the small continuous (beta-)VAE of the atlas views."""
 
 from .coda_vq import CodaVQModel
+from .dense_vae import DenseVAE, DenseVAEDecoderOutput, DenseVAEOutput
 from .outputs import CodaEncoderOutput, CodaVQOutput
 from .presets import PRESETS
 from .vqgan import VQGANEncoderOutput, VQGANModel, VQGANOutput
@@ -10,6 +12,9 @@ __all__ = [
     "CodaEncoderOutput",
     "CodaVQModel",
     "CodaVQOutput",
+    "DenseVAE",
+    "DenseVAEDecoderOutput",
+    "DenseVAEOutput",
     "VQGANEncoderOutput",
     "VQGANModel",
     "VQGANOutput",

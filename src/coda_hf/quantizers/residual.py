@@ -82,6 +82,11 @@ class StackedQuantizer(BaseQuantizer):
     # -- decode / forward ---------------------------------------------------------------------------
     def indices_to_codes(self, indices: list[torch.Tensor]) -> torch.Tensor:
         """``[(B, h_l, w_l)] * L`` -> ``(B, C, H, W)``: the sum of the upsampled level codes."""
+        return self.cumulative_codes(indices)[-1]
+
+    def cumulative_codes(self, indices: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``[(B, h_l, w_l)] * L`` -> ``[(B, C, H, W)] * L``: the reconstruction after each level, coarse to
+        fine (``f_hat`` of VAR after levels ``0..l``); the last one is :meth:`indices_to_codes`."""
         if len(indices) != self.num_levels:
             raise ValueError(f"expected {self.num_levels} levels of indices, got {len(indices)}")
         full = tuple(indices[-1].shape[-2:])  # the last level is always the full (H, W) latent
@@ -90,11 +95,23 @@ class StackedQuantizer(BaseQuantizer):
                 raise ValueError(
                     f"indices of level {level} have size {tuple(idx.shape[-2:])}; a {full} latent needs {shape}"
                 )
-        quantized = None
+        quantized, partial = None, []
         for level, idx in enumerate(indices):
             q = self._up(self.level_quantizer(level).indices_to_codes([idx]), full)
             quantized = q if quantized is None else quantized + q
-        return quantized
+            partial.append(quantized)
+        return partial
+
+    def encode_levels(self, z: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Eval encoding of ``(B, C, H, W)`` latents, level by level (no gradients, eval mode).
+
+        Returns ``(inputs, indices)``: what each level quantized, ``[(B, C, h_l, w_l)] * L`` (the residual
+        left by the levels before it, resampled to the level's size), and its codes ``[(B, h_l, w_l)] * L``
+        (equal to ``forward(z).indices`` in eval mode).
+        """
+        self._check_input(z)
+        indices: list[torch.Tensor] = []
+        return self._level_inputs(z, indices=indices), indices
 
     @torch.no_grad()
     def _level_inputs(
