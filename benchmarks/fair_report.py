@@ -52,6 +52,9 @@ def aggregate(work: Path, row: dict, timings: dict) -> dict:
             out[key], std = _mean_std(values)
             if std is not None:
                 out[f"{key}_std"] = std
+    adopted = [run for run in found if (work / "runs" / run / "provenance.json").is_file()]
+    if adopted:  # trained elsewhere with this stage's very config, copied in (provenance.json says from where)
+        out["trained_elsewhere"] = {run: json.loads((work / "runs" / run / "provenance.json").read_text()) for run in adopted}
     steps, walls = [], []
     for run in found:
         summary = work / "runs" / run / "training_summary.json"
@@ -114,6 +117,7 @@ def markdown(results: dict, hw: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, row in results["rows"].items():
         seeds = f"{row['seeds_done']}/{len(row['runs'])}" + (" (missing)" if row["missing"] else "")
+        seeds += " (copied)" if row.get("trained_elsewhere") else ""
         lines.append(f"| {name} | {row['vae'] or '-'} | {_cell(row, 'bits_per_pixel', 3)} | {seeds} | {_cell(row, 'psnr')} | "
                      f"{_cell(row, 'ssim', 4)} | {_cell(row, 'fd_effnet', 1)} | {_cell(row, 'utilization', 4)} | "
                      f"{row.get('train_steps', '-')} | {row.get('train_wall_s', 0):.0f} |")  # fmt: skip
@@ -127,10 +131,15 @@ def markdown(results: dict, hw: dict) -> str:
         cells = [f"{c[k]['difference']:+.2f} ({c[k]['combined_std']:.2f}) | {who[c[k]['verdict']]}" for k in ("psnr", "fd_effnet")]
         lines.append(f"| {name} | {c['bpp'][0]:.3f}, {c['bpp'][1]:.3f} | {'yes' if c['matched_bpp'] else 'NO'} | "
                      + " | ".join(cells) + " |")  # fmt: skip
-    lines += ["", "Frontier (one seed each): | row | bits/pixel | PSNR | FD-EffNet |", "|---|---|---|---|"]
+    lines += ["", "Frontier points (one seed each):", "", "| row | bits/pixel | PSNR (dB) | FD-EffNet |", "|---|---|---|---|"]
     for name, row in results["frontier"].items():
         lines.append(f"| {name} | {_cell(row, 'bits_per_pixel', 3)} | {_cell(row, 'psnr')} | {_cell(row, 'fd_effnet', 1)} |"
                      if row["seeds_done"] else f"| {name} | missing | | |")  # fmt: skip
+    copied = {run: p for rows in (results["rows"], results["frontier"]) for row in rows.values()
+              for run, p in row.get("trained_elsewhere", {}).items()}  # fmt: skip
+    if copied:
+        lines += ["", "Copied runs (trained by another command with this stage's config, the paths aside; evaluated here):"]
+        lines += [f"- {run}: {p.get('copied_from')} ({p.get('note', '')})" for run, p in copied.items()]
     lines += ["", "Choices on the validation split (highest PSNR; ties: lower FD-EffNet):"]
     for name, sel in results["selections"].items():
         figures = ", ".join(f"{c}: {f['psnr']:.2f} dB / {f.get('fd_effnet', float('nan')):.1f}" for c, f in sel["validation"].items())
