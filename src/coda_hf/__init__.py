@@ -31,10 +31,10 @@ __version__ = "0.1.0"
 
 # Public name -> the submodule that defines it (imported on first access, PEP 562).
 _EXPORTS = {
-    "bundled_model": ".bundled", "bundled_models": ".bundled",
     "HubPushError": ".hub", "build_model_card": ".hub", "push_to_hub": ".hub",
     "MaskGitConfig": ".maskgit", "MaskGitScheduler": ".maskgit", "MaskGitTransformer": ".maskgit",
     "CodaVQModel": ".models", "DenseVAE": ".models", "VQGANModel": ".models",
+    "bundled_model": ".bundled", "bundled_models": ".bundled",
     "CodaMaskGitPipeline": ".pipelines.maskgit", "CodaMaskGitPipelineOutput": ".pipelines.maskgit",
     "CodaTokenizerPipeline": ".pipelines.tokenization",
     "AttentionQuantizer": ".quantizers", "FSQuantizer": ".quantizers", "GumbelQuantizer": ".quantizers",
