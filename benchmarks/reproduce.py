@@ -157,7 +157,7 @@ CONFIGS["cpu-latent16-fair"] = {
     "vqgan_base": {"learning_rate": 1e-3, "vq": {"restart_after": 20, "beta": 0.25}, "embed_dim": 16},
     "vqgan_grid": {"base": {}, "lr3e-4": {"learning_rate": 3e-4}, "lr3e-3": {"learning_rate": 3e-3},
                    "beta0.05": {"vq": {"beta": 0.05}}, "ema": {"vq": {"use_ema": True}},
-                   "restart5": {"vq": {"restart_after": 5}}},
+                   "restart5": {"vq": {"restart_after": 5}}, "d256": {"embed_dim": 256}},
     "vqgan_screen_steps": 400, "vqgan_finalists": 2,
     "vqgan_frontier": {"s5": {"scales": [1, 2, 4, 8, 16], "codebook_size": 4096}, "k16384": {"scales": MAR, "codebook_size": 16384}},
     "single_scale": {"widths": [32, 64], "codebook_size": 256},
