@@ -89,7 +89,8 @@ def time_batch(model: CodaVQModel, batch: int, resolution: int, repeats: int, cl
         }
         row = {"batch": batch, "tokens": enc.token_ids.shape[1]}
         if compile_model:
-            compiled = {"encode": torch.compile(model.encode), "decode": torch.compile(model.decode)}
+            # dynamic=False: a shape-generic decode graph hits an inductor lowering error in the bicubic resize
+            compiled = {"encode": torch.compile(model.encode, dynamic=False), "decode": torch.compile(model.decode, dynamic=False)}
             for name, fn in compiled.items():  # the first call compiles: timed on its own
                 start = time.perf_counter()
                 fn(x if name == "encode" else enc.indices)
@@ -127,7 +128,7 @@ def time_train_step(model: CodaVQModel, batch: int, resolution: int, repeats: in
 
     fns = {"train_step": lambda: step(_train_step)}
     if compile_model:
-        compiled = torch.compile(_train_step)
+        compiled = torch.compile(_train_step, dynamic=False)
         fns["train_step_compiled"] = lambda: step(compiled)
     sync = torch.cuda.synchronize if device.startswith("cuda") else None
     if device.startswith("cuda"):
