@@ -30,19 +30,14 @@ cpu-latent16-offdomain --override '{"vae_steps": 9600}' --only data-vae vae vae-
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reproduce  # noqa: E402  (the sibling script: stage runner, training stages, configs)
+from reproduce import Stage, run_plan  # noqa: E402  (one stage runner: locked, atomic invocations.json)
 
 logger = logging.getLogger("train_bundled")
 REPO = reproduce.REPO
@@ -80,26 +75,13 @@ CONFIGS: dict[str, dict] = {
 BUNDLED = {"photos-vae": "vae", "photos-coda": "coda", "photos-vqgan": "vqgan", "photos-prior": "prior"}
 
 
-@dataclass
-class Stage:
-    """A stage: a command, or a python ``action(work)``; done when ``done_marker`` exists."""
-
-    name: str
-    done_marker: Path
-    command: list[str] = field(default_factory=list)
-    action: Callable[[], None] | None = None
-    config_file: Path | None = None
-    config: dict = field(default_factory=dict)
-
-
 def rate_name(rate: float) -> str:
     return f"coda-lr-{rate:g}"
 
 
 def _training(work: Path, name: str, hw: dict, photos: Path, extra: dict) -> Stage:
     """A ``train_tokenizer.py`` stage (reproduce.py's, with its objective, batch, checkpointing and seed)."""
-    base = reproduce._train_stage(name, work, hw, [sys.executable], photos, extra)
-    return Stage(base.name, base.done_marker, base.command, config_file=base.config_file, config=base.config)
+    return reproduce._train_stage(name, work, hw, [sys.executable], photos, extra)
 
 
 def _evaluate(work: Path, run_dir: Path, out: Path, tiles: Path, split: str, hw: dict) -> list[str]:
@@ -123,7 +105,7 @@ def build_plan(work: Path, config_name: str, vae_workdir: Path, cache_dir: Path,
     data = reproduce._prepare_photos(coda, "data", photos, cache_dir, hw, hw["sources"])
     stages = [Stage("data", data.done_marker, data.command + ["--validation-fraction", str(hw["validation_fraction"])])]
     runs = work / "runs"
-    stages.append(Stage("vae", runs / "vae" / "latent_stats.json", action=lambda: bs.copy_vae(vae_workdir, work)))
+    stages.append(Stage("vae", runs / "vae" / "latent_stats.json", [], action=lambda: bs.copy_vae(vae_workdir, work)))
     for rate in hw["lora_rates"]:
         stages.append(_training(work, rate_name(rate), hw, photos, {
             "model": "coda", "pretrained_vae": str(runs / "vae"), "max_train_steps": hw["steps"],
@@ -135,7 +117,7 @@ def build_plan(work: Path, config_name: str, vae_workdir: Path, cache_dir: Path,
         out = work / "validation" / rate_name(rate)
         stages.append(Stage(f"val-{rate_name(rate)}", out / "metrics.json",
                             _evaluate(work, runs / rate_name(rate), out, tiles, "validation", hw)))
-    stages.append(Stage("select-lora", work / "lora_choice.json", action=lambda: bs.select_lora(work, hw)))
+    stages.append(Stage("select-lora", work / "lora_choice.json", [], action=lambda: bs.select_lora(work, hw)))
     arch = {"block_out_channels": hw["widths"], "layers_per_block": hw["layers_per_block"],
             "norm_num_groups": hw["norm_num_groups"]}  # fmt: skip
     stages.append(_training(work, "vqgan", hw, photos, {
@@ -143,18 +125,18 @@ def build_plan(work: Path, config_name: str, vae_workdir: Path, cache_dir: Path,
         "model_kwargs": {**arch, "latent_channels": hw["latent_channels"], "embed_dim": hw["vqgan_embed_dim"]},
     }))
     prior_tiles = work / "data" / "prior-tiles"
-    stages.append(Stage("prior-tiles", prior_tiles / "done.json", action=lambda: bs.export_tiles(tiles, "train", prior_tiles)))
+    stages.append(Stage("prior-tiles", prior_tiles / "done.json", [], action=lambda: bs.export_tiles(tiles, "train", prior_tiles)))
     stages.append(_prior_stage(work, hw, prior_tiles))
     for run in ("vae", "coda", "vqgan"):
         out = work / "eval" / run
         stages.append(Stage(f"eval-{run}", out / "metrics.json", _evaluate(work, runs / run, out, tiles, "eval", hw)))
-    stages.append(Stage("eval-prior", work / "eval" / "prior" / "metrics.json",
+    stages.append(Stage("eval-prior", work / "eval" / "prior" / "metrics.json", [],
                         action=lambda: bs.evaluate_prior(work, tiles, hw)))
-    stages.append(Stage("demo-photos", work / "demo-photos" / "photos.json",
+    stages.append(Stage("demo-photos", work / "demo-photos" / "photos.json", [],
                         action=lambda: bs.demo_photos(photos, work / "demo-photos", hw)))
     bundle_dir = bundle_dir or REPO / "src" / "coda_hf" / "bundled"
     cards_dir = cards_dir or REPO / "src" / "coda_hf" / "model_cards"
-    stages.append(Stage("bundle", work / "bundle" / "bundle.json",
+    stages.append(Stage("bundle", work / "bundle" / "bundle.json", [],
                         action=lambda: bs.bundle(work, hw, config_name, vae_workdir, photos, bundle_dir, cards_dir)))
     return stages
 
@@ -169,57 +151,6 @@ def _prior_stage(work: Path, hw: dict, prior_tiles: Path) -> Stage:
     config_file = work / "configs" / "prior.yaml"
     command = [sys.executable, str(REPO / "examples" / "train_maskgit.py"), "--config", str(config_file)]
     return Stage("prior", out / "pipeline" / "model_index.json", command, config_file=config_file, config=config)
-
-
-def record_invocation(work: Path, stages: list[str]) -> None:
-    """Append who ran which stages, with what threads and code, to ``invocations.json`` (the cards quote it)."""
-    import platform
-    import subprocess
-
-    import torch
-
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    path = work / "invocations.json"
-    records = json.loads(path.read_text()) if path.is_file() else []
-    records.append({
-        "started": time.strftime("%Y-%m-%d %H:%M:%S"), "stages": stages, "argv": sys.argv,
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "torch_threads": torch.get_num_threads(),
-        "code": str(REPO), "commit": commit or None, "machine": f"{platform.platform()}, {os.cpu_count()} CPUs",
-        "torch": torch.__version__,
-    })  # fmt: skip
-    work.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(records, indent=2) + "\n")
-    tmp.replace(path)
-
-
-def run_plan(stages: list[Stage], work: Path, dry_run: bool = False, force: tuple[str, ...] = ()) -> list[str]:
-    """Run the stages in order, skipping finished ones (unless forced); wall time per stage in timings.json,
-    threads and code of the invocation in invocations.json."""
-    todo = [s.name for s in stages if s.name in force or not s.done_marker.exists()]
-    if todo and not dry_run:
-        record_invocation(work, todo)
-    ran = []
-    for stage in stages:
-        if stage.done_marker.exists() and stage.name not in force:
-            logger.info("[skip] %s: %s exists", stage.name, stage.done_marker)
-            continue
-        ran.append(stage.name)
-        logger.info("[%s] %s", stage.name, " ".join(stage.command) if stage.command else "(python action)")
-        if dry_run:
-            continue
-        if stage.config_file is not None:
-            stage.config_file.parent.mkdir(parents=True, exist_ok=True)
-            stage.config_file.write_text(yaml.safe_dump(stage.config, sort_keys=True))
-        start = time.perf_counter()
-        try:
-            if stage.command:
-                reproduce.run_stage_command(stage.command)
-            else:
-                stage.action()
-        finally:  # a killed or failed invocation still counts towards the stage's wall time
-            reproduce._add_timing(work, stage.name, time.perf_counter() - start)
-    return ran
 
 
 def main(argv: list[str] | None = None) -> int:
