@@ -591,8 +591,8 @@ CLI_CASES = [
          lambda s: cli(s, "evaluate", "--model", s.path("vae"), "--data", str(s.images), "--split", "valid",
                        "--output-dir", str(s.fresh("split"))),  # fmt: skip
          r"^exit 2: coda-hf evaluate: error: --data .* is a folder of images \(one split\)"),
-    Case("CLI", "`coda-hf tokenize` without `--model`", lambda s: cli(s, "tokenize", str(s.good[0])),
-         r"^exit 2: coda-hf tokenize: error: the following arguments are required: --model \(see coda-hf tokenize --help\)$"),
+    Case("CLI", "`coda-hf tokenize` without an image", lambda s: cli(s, "tokenize"),
+         r"^exit 2: coda-hf tokenize: error: the following arguments are required: images \(see coda-hf tokenize --help\)$"),
     Case("CLI", "`coda-hf tokenize --model VAE_DIR --debug`", _debug, r"^CheckpointError: .*'AutoencoderKL'"),
 ]
 

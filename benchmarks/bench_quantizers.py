@@ -12,8 +12,9 @@ codebooks of ~1k / ~16k / ~64k codes, and prints a markdown table.
 * speedup: ``vector-quantize-pytorch time / our time`` for the same config in the same run (> 1: ours
   is faster). Gumbel, attention and multiscale have no counterpart there; ``residual`` (4 levels of VQ)
   is compared with its ``ResidualVQ``.
-* ``attention``: CODA's quantizer, training in token chunks of 1,024 (``train_chunk_size``), eval chunked
-  automatically. ``multiscale``: the attention quantizer on CODA's levels (MAR scales 1..16 on 16x16
+* ``attention``: CODA's quantizer, eval chunked automatically; training takes the fused kernel for calls of at
+  least ``fused_threshold`` (2^22) token-code scores, smaller calls train in token chunks of 1,024
+  (``train_chunk_size``). ``benchmarks/bench_attention_training.py`` compares the two training paths. ``multiscale``: the attention quantizer on CODA's levels (MAR scales 1..16 on 16x16
   latents, FLUX scales 1..32 on 32x32: 680 / 2,240 tokens per image).
 
 Cases that materialise a dense ``(tokens, codes)`` float matrix larger than ``--max-dense-gib`` are
@@ -68,6 +69,34 @@ def peak_memory_mib(fn: Callable[[], object]) -> float:
         live += delta
         peak = max(peak, live)
     return peak / 2**20
+
+
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def best_times(
+    fns: dict[str, Callable[[], object]], repeats: int = 3, clock: str = "wall", warmup: int = 1,
+    sync: Callable[[], None] | None = None,
+) -> dict[str, float]:  # fmt: skip
+    """Best time (s) of each ``name -> fn`` over ``repeats`` interleaved rounds, after ``warmup`` rounds.
+
+    Interleaving (``a, b, a, b, ...``) exposes every function to the same background load, so ratios
+    measured in one run are fair on a shared machine. ``clock``: ``"wall"`` (``time.perf_counter``) or
+    ``"cpu"`` (``time.process_time``: CPU seconds of this process, all threads; with one thread it
+    leaves out the time other processes hold the core). ``sync``: called before reading the clock
+    (``torch.cuda.synchronize`` on a GPU).
+    """
+    now, sync = CLOCKS[clock], sync or (lambda: None)
+    best = {name: float("inf") for name in fns}
+    for round_ in range(warmup + repeats):
+        for name, fn in fns.items():
+            sync()
+            start = now()
+            fn()
+            sync()
+            if round_ >= warmup:
+                best[name] = min(best[name], now() - start)
+    return best
 
 
 def run_case(

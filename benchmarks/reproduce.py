@@ -52,7 +52,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 
 import torch
@@ -132,6 +134,45 @@ CONFIGS["cpu-latent16-offdomain"] = {
     "vae_sources": ["mate-backgrounds", "plasma-workspace-wallpapers"],
 }
 
+# At equal bits (benchmarks/fair_plan.py; BENCHMARKS.md, "At equal bits"): CODA (680 tokens x 12 bits = 1.99 bits
+# per pixel) against a multi-scale VQGAN from scratch with its scales and codebook at 6N steps (hyperparameters
+# screened on validation: ``vqgan_grid`` at ``vqgan_screen_steps``, the ``vqgan_finalists`` best at 6N), a
+# single-scale f2 VQGAN with 256 codes (1024 tokens x 8 bits = 2.0 bpp), the frozen VAE's latent quantized
+# per channel at 4 quantile bins (training-free, TokenBridge-style: 4,096 tokens x 2 bits = 2.0 bpp; variant
+# among ``ptq_variants`` on validation) and the same with decoder LoRA; each CODA / quantile row on stage-0
+# VAEs of ``vae_budgets`` steps, every main row with each of ``seeds``. The data gain a validation split
+# (``validation_fraction`` of the scenes, taken from train; eval unchanged: the off-domain run's 322 tiles).
+# Frontier points (one seed): ``coda_frontier`` / ``vqgan_frontier`` layouts, ``ptq_frontier_bins``.
+MAR = [1, 2, 3, 4, 5, 6, 8, 10, 13, 16]
+CONFIGS["cpu-latent16-fair"] = {
+    **CONFIGS["cpu-latent16-offdomain"], "plan": "fair", "validation_fraction": 0.15, "vae_budgets": {"1x": 2400, "4x": 9600},
+    # LoRA rates: 3e-3 was the best of 1e-4 ... 3e-3 on validation, at the grid's edge, so 1e-2 joined and 3e-4 left
+    # (between 1e-4 and 1e-3, both below 3e-3); the quantile + LoRA row gets the same grid above 1e-4
+    "seeds": [0, 1, 2], "lora_rates": [1e-4, 1e-3, 3e-3, 1e-2],
+    "ptq_bins": 4, "ptq_variants": {"quantile": {"distribution": "empirical", "refine_iters": 0},
+                                    "gaussian": {"distribution": "gaussian", "refine_iters": 0},
+                                    "lloyd": {"distribution": "empirical", "refine_iters": 20}},
+    "ptq_lora_rates": [1e-3, 3e-3, 1e-2], "ptq_frontier_bins": [2, 3, 6, 8],
+    "coda_frontier": {"s5": {"scales": [1, 2, 4, 8, 16], "codebook_size": 4096},
+                      "k256": {"scales": MAR, "codebook_size": 256}, "k1024": {"scales": MAR, "codebook_size": 1024},
+                      "k16384": {"scales": MAR, "codebook_size": 16384}},
+    "vqgan_base": {"learning_rate": 1e-3, "vq": {"restart_after": 20, "beta": 0.25}, "embed_dim": 16},
+    "vqgan_grid": {"base": {}, "lr3e-4": {"learning_rate": 3e-4}, "lr3e-3": {"learning_rate": 3e-3},
+                   "beta0.05": {"vq": {"beta": 0.05}}, "ema": {"vq": {"use_ema": True}},
+                   "restart5": {"vq": {"restart_after": 5}}, "d256": {"embed_dim": 256}},
+    "vqgan_screen_steps": 400, "vqgan_finalists": 2,
+    "vqgan_frontier": {"s5": {"scales": [1, 2, 4, 8, 16], "codebook_size": 4096}, "k16384": {"scales": MAR, "codebook_size": 16384}},
+    "single_scale": {"widths": [32, 64], "codebook_size": 256},
+}  # fmt: skip
+CONFIGS["smoke-fair"] = {  # the fair plan's 2-step wiring check (tests; one VAE, one candidate per choice): not a result
+    **CONFIGS["smoke"], "plan": "fair", "validation_fraction": 0.15, "vae_budgets": {"1x": 2}, "seeds": [0, 1],
+    "lora_rates": [1e-3], "ptq_bins": 4, "ptq_variants": {"lloyd": {"refine_iters": 2}}, "ptq_lora_rates": [1e-3],
+    "ptq_frontier_bins": [2], "coda_frontier": {"k8": {"scales": [1, 2, 4, 16], "codebook_size": 8}},
+    "vqgan_base": {"learning_rate": 1e-3, "vq": {"restart_after": 1, "beta": 0.25}, "embed_dim": 4},
+    "vqgan_grid": {"base": {}, "ema": {"vq": {"use_ema": True}}}, "vqgan_screen_steps": 1, "vqgan_finalists": 1,
+    "vqgan_frontier": {"s2": {"scales": [1, 16], "codebook_size": 16}}, "single_scale": {"widths": [8], "codebook_size": 4},
+}  # fmt: skip
+
 # The ladder of paper Table 1 on the frozen stage-0 VAE: (run name, quantizer, LoRA).
 LADDER = ("vq", "msvq", "msattn", "coda")
 
@@ -143,6 +184,8 @@ class Stage:
     command: list[str]
     config_file: Path | None = None  # YAML written before running (train stages)
     config: dict = field(default_factory=dict)
+    action: Callable[[], None] | None = None  # a python stage (no command): a selection, the fair report
+    make_config: Callable[[], dict] | None = None  # the config, known only when an earlier stage has chosen (run time)
 
 
 def _quantizer(run: str, hw: dict) -> dict:
@@ -205,6 +248,27 @@ def _train_stage(name: str, work: Path, hw: dict, launcher: list[str], photos: P
     return Stage(name, out / "training_summary.json", command, config_file, config)
 
 
+def _vae_stages(work: Path, hw: dict, launcher: list[str], coda_hf: list[str], vae_photos: Path, name: str,
+                steps: int) -> tuple[Stage, Stage]:  # fmt: skip
+    """Stage 0, ``name``: the continuous AutoencoderKL trained ``steps`` steps on ``vae_photos``, then
+    ``<name>-stats``: its latent shift / scale, measured on its own training photos and written into it."""
+    arch = {"block_out_channels": hw["widths"], "layers_per_block": hw["layers_per_block"],
+            "norm_num_groups": hw["norm_num_groups"]}  # fmt: skip
+    vae_dir = work / "runs" / name
+    train = _train_stage(name, work, hw, launcher, vae_photos, {
+        "model": "vae", "max_train_steps": steps,
+        "model_kwargs": {**arch, "latent_channels": hw["latent_channels"],
+                         "down_block_types": ["DownEncoderBlock2D"] * len(hw["widths"]),
+                         "up_block_types": ["UpDecoderBlock2D"] * len(hw["widths"])},
+    })  # fmt: skip
+    stats = Stage(f"{name}-stats", vae_dir / "latent_stats.json", [
+        *coda_hf, "latent-stats", "--vae", str(vae_dir), "--data", str(vae_photos / f"tiles{hw['tile_size']}"), "--split", "train",
+        "--resolution", str(hw["tile_size"]), "--num-images", str(hw["stats_images"]), "--write",
+        "--output", str(vae_dir / "latent_stats.json"), "--overwrite",
+    ])  # fmt: skip
+    return train, stats
+
+
 def build_plan(
     work: Path, config_name: str, cache_dir: Path, launcher: list[str] | None = None, photos: Path | None = None,
     overrides: dict | None = None, vae_photos: Path | None = None,
@@ -236,26 +300,21 @@ def build_plan(
         vae_photos = vae_photos or work / "data" / "vae-photos"
         _check_photo_sources(vae_photos, hw["vae_sources"], "vae_sources")
     vae_photos = vae_photos or photos
+    if hw.get("plan") == "fair":  # the equal-bits comparison (benchmarks/fair_plan.py)
+        sys.modules.setdefault("reproduce", sys.modules[__name__])  # fair_plan imports this script by name
+        if str(Path(__file__).parent) not in sys.path:
+            sys.path.insert(0, str(Path(__file__).parent))
+        import fair_plan
+
+        ctx = {"coda_hf": coda_hf, "launcher": launcher, "photos": photos, "vae_photos": vae_photos, "cache_dir": cache_dir}
+        return fair_plan.build(work, hw, ctx)
     arch = {"block_out_channels": hw["widths"], "layers_per_block": hw["layers_per_block"],
             "norm_num_groups": hw["norm_num_groups"]}  # fmt: skip
     vae_dir = work / "runs" / "vae"
     stages = [_prepare_photos("data", photos, cache_dir, hw, hw["sources"])]
     if off_the_shelf:
         stages.append(_prepare_photos("data-vae", vae_photos, cache_dir, hw, hw["vae_sources"]))
-    stages += [
-        _train_stage("vae", work, hw, launcher, vae_photos, {
-            "model": "vae", "max_train_steps": hw["vae_steps"],
-            "model_kwargs": {**arch, "latent_channels": hw["latent_channels"],
-                             "down_block_types": ["DownEncoderBlock2D"] * len(hw["widths"]),
-                             "up_block_types": ["UpDecoderBlock2D"] * len(hw["widths"])},
-        }),
-        Stage("vae-stats", vae_dir / "latent_stats.json", [
-            # the shift / scale come with the VAE: measured on its own training photos
-            *coda_hf, "latent-stats", "--vae", str(vae_dir), "--data", str(vae_photos / f"tiles{hw['tile_size']}"), "--split", "train",
-            "--resolution", str(hw["tile_size"]), "--num-images", str(hw["stats_images"]), "--write",
-            "--output", str(vae_dir / "latent_stats.json"), "--overwrite",
-        ]),
-    ]
+    stages += list(_vae_stages(work, hw, launcher, coda_hf, vae_photos, "vae", hw["vae_steps"]))
     for run in LADDER:
         attention = run in ("msattn", "coda")
         stages.append(_train_stage(run, work, hw, launcher, photos, {
@@ -353,11 +412,52 @@ def _write_timings(work: Path, timings: dict[str, float]) -> None:
     tmp.replace(work / "timings.json")
 
 
+@contextlib.contextmanager
+def _workdir_lock(work: Path):
+    """Two invocations on one workdir (``--only`` halves of a plan) update its shared files one at a time."""
+    import fcntl
+
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / ".reproduce.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _add_timing(work: Path, name: str, seconds: float) -> None:
     """Wall seconds per stage, summed over the invocations that ran it (a resumed stage adds up)."""
-    timings = _read_timings(work)
-    timings[name] = round(timings.get(name, 0.0) + seconds, 1)
-    _write_timings(work, timings)
+    with _workdir_lock(work):
+        timings = _read_timings(work)
+        timings[name] = round(timings.get(name, 0.0) + seconds, 1)
+        _write_timings(work, timings)
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """Write ``data`` as JSON atomically (a done marker is never half written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def record_invocation(work: Path, stages: list[str]) -> None:
+    """Append who ran which stages, with how many threads and which code, to ``invocations.json``: results
+    depend on the thread count (float summation order), and the reports quote it."""
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                           text=True).stdout.strip()  # fmt: skip
+    with _workdir_lock(work):
+        path = work / "invocations.json"
+        records = json.loads(path.read_text()) if path.is_file() else []
+        records.append({
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "stages": stages, "argv": sys.argv,
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "torch_threads": torch.get_num_threads(),
+            "code": str(REPO), "commit": commit or None, "uncommitted_changes": bool(dirty),
+            "machine": f"{platform.platform()}, {os.cpu_count()} CPUs", "torch": torch.__version__,
+        })  # fmt: skip
+        write_json_atomic(path, records)
 
 
 def _reset_timing(work: Path, name: str) -> None:
@@ -443,15 +543,27 @@ def run_plan(
     ``reused``: rows the report takes from earlier reports (:func:`write_report`).
     Returns the names of the stages that ran (or would run, with ``dry_run``).
     """
+    todo = [s.name for s in stages if s.name in force or not s.done_marker.exists()]
+    if todo and not dry_run:
+        record_invocation(work, todo)
     ran = []
     for stage in stages:
         if stage.done_marker.exists() and stage.name not in force:
             logger.info("[skip] %s: %s exists", stage.name, stage.done_marker)
             continue
         ran.append(stage.name)
-        if stage.config_file is not None:
+        pending = False
+        if stage.make_config is not None:
+            try:  # a choice made on the validation split by an earlier stage
+                stage.config = stage.make_config()
+            except FileNotFoundError as e:
+                if not dry_run:
+                    raise
+                pending = True
+                logger.info("[%s] config %s: completed when the stage runs (%s)", stage.name, stage.config_file, e)
+        if stage.config_file is not None and not pending:
             logger.info("[%s] config %s:\n%s", stage.name, stage.config_file, yaml.safe_dump(stage.config))
-        logger.info("[%s] %s", stage.name, shlex.join(stage.command) if stage.command else "write_report")
+        logger.info("[%s] %s", stage.name, shlex.join(stage.command) if stage.command else "(python stage)")
         if dry_run:
             continue
         if stage.name in force:
@@ -464,10 +576,13 @@ def run_plan(
         if stage.config_file is not None:
             stage.config_file.parent.mkdir(parents=True, exist_ok=True)
             stage.config_file.write_text(yaml.safe_dump(stage.config, sort_keys=True))
-        if stage.command:
+        if stage.command or stage.action is not None:
             start = time.perf_counter()
             try:
-                run_stage_command(stage.command)
+                if stage.command:
+                    run_stage_command(stage.command)
+                else:
+                    stage.action()
             finally:  # a killed or failed invocation still counts towards the stage's wall time
                 _add_timing(work, stage.name, time.perf_counter() - start)
         else:
@@ -486,9 +601,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vae-photos", default=None,
                    help="an already prepared photo set for stage 0, other photos than --photos (an off-the-shelf VAE)")
     p.add_argument("--launcher", default=None, help='training launcher, e.g. "accelerate launch --num_processes 2"')
-    p.add_argument("--force", nargs="*", default=[], help="re-run these stages even if their output exists")
+    p.add_argument("--force", nargs="*", default=[],
+                   help="re-run these stages even if their output exists (names or shell patterns: 'eval-*')")
     p.add_argument("--only", nargs="*", default=None,
-                   help="run only these stages, in plan order (e.g. the VQGAN in a second process: --only vqgan eval-vqgan)")
+                   help="run only these stages, in plan order (names or shell patterns; e.g. the VQGAN in a second process: "
+                        "--only vqgan eval-vqgan, or --only 'msvqgan*' 'vqgan-f2*')")
     p.add_argument("--reuse", nargs="*", default=[], metavar="RUN=DIR",
                    help="take RUN's row from an earlier report in DIR (its results.json) instead of training and "
                         "evaluating it; the report marks the row (e.g. vqgan=benchmarks/results/cpu-first)")
@@ -513,11 +630,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         p.error(str(e))
     for option, names in (("--force", args.force), ("--only", args.only or [])):
-        unknown = set(names) - {s.name for s in stages}
+        unknown = [n for n in names if not any(fnmatch(s.name, n) for s in stages)]
         if unknown:
             p.error(f"unknown stages in {option}: {sorted(unknown)}")
+    force = tuple(s.name for s in stages if any(fnmatch(s.name, n) for n in args.force))
     if args.only is not None:
-        stages = [s for s in stages if s.name in args.only]
+        stages = [s for s in stages if any(fnmatch(s.name, n) for n in args.only)]
     reused = {}
     for item in args.reuse:
         run, sep, folder = item.partition("=")
@@ -527,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         load_reused_row(reused[run], run)  # fail now, not after hours of training
     stages = [s for s in stages if s.name not in {*reused, *(f"eval-{r}" for r in reused)}]
     try:
-        run_plan(stages, work, dry_run=args.dry_run, force=tuple(args.force), reused=reused)
+        run_plan(stages, work, dry_run=args.dry_run, force=force, reused=reused)
     except subprocess.CalledProcessError as e:
         logger.error("stage command failed (exit %s): %s", e.returncode, shlex.join(e.cmd))
         return 1

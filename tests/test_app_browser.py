@@ -85,6 +85,9 @@ def _tab(page, name: str) -> None:
 def _shot(page, name: str, full_page: bool = True) -> None:
     # every image of the visible tab loaded (a full-page screenshot does not scroll: no lazy loading)
     visible = "[...document.images].filter(i => i.offsetParent !== null)"
+    # every event of the page answered: Gradio marks the outputs of a running event (a view that answers in
+    # steps keeps them marked until its last step) with the classes pending / generating
+    page.wait_for_function("() => document.querySelectorAll('.pending, .generating').length === 0")
     page.evaluate(f"() => {visible}.forEach(i => {{ i.loading = 'eager'; }})")
     page.wait_for_function(f"() => {visible}.every(i => i.complete)")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -142,16 +145,24 @@ def test_tokenize_view_levels_and_comparison(page, app):
     _shot(page, "tokenize")
 
 
-def test_architecture_view_hover_shows_shapes_and_lora(page):
+def test_architecture_view_hover_shows_shapes_and_lora(app, page):
+    """Hovering a block shows its shapes and parameters, and for LoRA-adapted convs the rank and share (the
+    bundled photos-coda has its LoRA merged into the convs, so the LoRA badge is checked on models that keep
+    it unmerged: the stand-ins here, and tests/test_app_views.py)."""
+    from coda_hf.models.lora import lora_layers
+
     _tab(page, "Architecture")
     page.get_by_label("CODA tokenizer").check()
-    block = page.locator("#arch-html .arch-block").filter(has=page.locator(".arch-badge")).first
+    has_lora = bool(lora_layers(app[0].coda))
+    block = page.locator("#arch-html .arch-block")
+    block = (block.filter(has=page.locator(".arch-badge")) if has_lora else block).first
     block.wait_for()
     block.hover()
     tip = block.locator(".arch-tip")
     assert tip.is_visible()
     text = tip.inner_text()
-    assert "in (1, " in text and "out (1, " in text and "parameters:" in text and "LoRA rank" in text and "% of the block" in text
+    assert "in (1, " in text and "out (1, " in text and "parameters:" in text
+    assert not has_lora or ("LoRA rank" in text and "% of the block" in text)
     assert page.locator("#arch-html .arch-latent").count() >= 2  # one block per quantizer level
     _shot(page, "architecture")
 
@@ -183,7 +194,7 @@ def test_codebook_view_click_lists_every_level(page, app):
     assert page.locator("#codebook-table tr").count() == levels + 1  # header + one row per level
     assert "encoder vector z" in text
     _natural_size(page, "#codebook-pca img")
-    assert page.locator("#codebook-residual svg").count() == 2
+    _wait_count(page, "#codebook-residual svg", 2)  # the chart re-renders after the table: wait, do not sample
     _shot(page, "codebook")
 
 

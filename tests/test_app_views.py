@@ -195,6 +195,17 @@ def test_app_models_defaults_and_none(tmp_path):
     assert built.prior.tokenizer is built.coda and built.resolution == 32  # a transformer directory + the CODA model
 
 
+def test_app_shows_tile_wise_tokenizers_at_256_px():
+    """The bundled photo tokenizers quantize 16 x 16 latent tiles (64 px): the app shows 256 px photos, not
+    the VAE config's sample_size."""
+    import coda_hf
+
+    coda = coda_hf.CodaVQModel.from_pretrained(coda_hf.bundled_model("photos-coda"))
+    models = AppModels.load(coda=coda, vqgan=None, vae=None, prior=None, latent_vae=None, beta_vaes=None,
+                            photos=None, fashion=None)  # fmt: skip
+    assert coda.config.latent_tile_size == 16 and models.resolution == 256
+
+
 def test_app_command_help_and_bad_model_dir(capsys, tmp_path):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["app", "--help"])
@@ -231,4 +242,5 @@ def test_latency_script_smoke(capsys):
     result = script.main(["--repeats", "1", "--standin-size", "tiny", "--generate-steps", "2"])
     seconds = result["runs"]["tiny"]["seconds"]
     assert "tokenize: complete (every level decoded)" in seconds and all(v > 0 for k, v in seconds.items() if "cached" not in k)
-    assert "| interaction | tiny stand-ins, 32 px |" in capsys.readouterr().out
+    header = "bundled, 256 px" if result["runs"]["tiny"]["standins"] == [] else "tiny stand-ins, 32 px"
+    assert f"| interaction | {header} |" in capsys.readouterr().out

@@ -33,6 +33,7 @@ from tools.data import (
     read_copyright,
     read_idx,
     split_groups,
+    split_photo_groups,
     write_idx,
 )
 from tools.data import debian as debian_module
@@ -161,6 +162,24 @@ def test_split_groups_disjoint_stratified_deterministic():
         split_groups(groups, 1.0, seed=0)
 
 
+def test_split_photo_groups_validation_comes_from_train_and_eval_is_unchanged():
+    groups = {f"a{i}": "a" for i in range(10)} | {f"b{i}": "b" for i in range(3)} | {"c0": "c"}
+    split = split_photo_groups(groups, 0.2, seed=1, validation_fraction=0.2)
+    train, evaluation = split_groups(groups, 0.2, seed=1)
+    assert split["eval"] == evaluation  # a validation split never changes the eval groups of a seed
+    assert set(split["validation"]) | set(split["train"]) == set(train)
+    assert not set(split["validation"]) & set(split["train"])
+    assert sum(g.startswith("a") for g in split["validation"]) == 2
+    assert sum(g.startswith("b") for g in split["validation"]) == 1  # b: 3 scenes, one each
+    assert [g for g in split["train"] if g.startswith("b")] and "c0" in split["train"]
+    assert split_photo_groups(groups, 0.2, seed=1)["validation"] == []
+    assert split_photo_groups(groups, 0.2, seed=1, validation_fraction=0.2) == split
+    with pytest.raises(ValueError, match="validation_fraction must be in"):
+        split_photo_groups(groups, 0.2, seed=1, validation_fraction=-0.1)
+    with pytest.raises(ValueError, match="must be < 1"):
+        split_photo_groups(groups, 0.5, seed=1, validation_fraction=0.5)
+
+
 # ----------------------------------------------------------------------------------------------- debian helpers
 
 
@@ -280,6 +299,21 @@ def test_photo_dataset_stride_option(tmp_path, fake_photo_source):
     assert m["config"]["stride"] == 16
 
 
+def test_photo_dataset_validation_split(tmp_path, photo_dataset, fake_photo_source):
+    out, manifest = photo_dataset
+    source, fetch = fake_photo_source
+    kw = dict(sources=("fake-photos", "skimage"), debian_sources=(source,), fetch=fetch, seed=0, **PHOTO_KW)
+    m = prepare_photo_dataset(tmp_path, tmp_path / "cache", validation_fraction=0.2, validation_shards=1, **kw)
+    assert m["groups"]["eval"] == manifest["groups"]["eval"] and m["groups"]["validation"]
+    assert _rows(tmp_path, "eval") == _rows(out, "eval")  # the same eval tiles as without a validation split
+    ids = {split: {r[0] for r in _rows(tmp_path, split)} for split in ("train", "validation", "eval")}
+    assert all(ids.values()) and not (ids["train"] & ids["validation"]) and not (ids["validation"] & ids["eval"])
+    assert ids["train"] | ids["validation"] == {r[0] for r in _rows(out, "train")}
+    assert m["splits"]["32"]["validation"]["tiles"] == len(_rows(tmp_path, "validation"))
+    assert m["config"]["validation_fraction"] == 0.2 and "validation_fraction" not in manifest["config"]
+    assert {p["split"] for p in m["photos"]} == {"train", "validation", "eval"}
+
+
 def test_collect_photos_errors(tmp_path, fake_photo_source, monkeypatch, caplog):
     source, fetch = fake_photo_source
     with pytest.raises(ValueError, match="unknown photo sources"):
@@ -382,6 +416,16 @@ def test_cli_prepare_photos_skimage_only(tmp_path):
     assert manifest["config"]["seed"] == 1 and manifest["config"]["levels"] == [1, 2]
     assert len(manifest["groups"]["eval"]) == 2  # round(0.3 * 6 skimage scenes)
     assert load_image_shards(tmp_path / "out" / "tiles32", "eval").num_shards == 2
+    assert "validation" not in manifest["groups"]
+    code = cli_main([
+        "data", "prepare-photos", "--out", str(tmp_path / "val"), "--cache", str(tmp_path / "cache"),
+        "--sources", "skimage", "--tile-sizes", "32", "--levels", "1", "--eval-fraction", "0.3", "--seed", "1",
+        "--validation-fraction", "0.2", "--validation-shards", "1",
+    ])
+    assert code == 0
+    manifest = json.loads((tmp_path / "val" / "manifest.json").read_text())
+    assert len(manifest["groups"]["validation"]) == 1  # round(0.2 * 6)
+    assert load_image_shards(tmp_path / "val" / "tiles32", "validation").num_shards == 1
 
 
 def test_cli_prepare_fashion_mnist(tmp_path, fake_fashion, monkeypatch):

@@ -373,6 +373,7 @@ def test_evaluate_tokenizer_perfect_reconstruction():
     assert m["num_images"] == 6 and m["continuous"] is True
     assert math.isinf(m["psnr"]) and m["ssim"] == pytest.approx(1.0)
     assert abs(m["fd_effnet"]) < 1e-6 and "utilization" not in m and "NOT comparable" in m["fd_effnet_note"]
+    assert "bits_per_pixel" not in m  # a continuous latent has no finite rate
 
 
 def test_evaluate_tokenizer_discrete_matches_direct_computation(tmp_path):
@@ -392,6 +393,7 @@ def test_evaluate_tokenizer_discrete_matches_direct_computation(tmp_path):
     used = torch.unique(torch.cat([i.reshape(-1) for i in enc.indices])).numel()
     assert m["utilization"] == used / 16 and m["codes_used"] == used
     assert m["tokens_per_image"] == 2 * 16 * 16 and len(m["quant_error"]) == 2
+    assert m["bits_per_pixel"] == pytest.approx(2 * 16 * 16 * 4 / (32 * 32))  # tokens x log2(16 codes) / pixels
     stats = model.quantizer(enc.latents).stats["quant_error"]
     assert m["quant_error"] == pytest.approx(stats.tolist(), rel=1e-5)
     assert {p.name for p in tmp_path.iterdir()} == {"reconstructions.png", "code_usage.png", "quant_error.png", "latent_pca.png"}

@@ -27,6 +27,7 @@ TINY_CONFIGS: dict[str, dict] = {
     "attention": {"dim": C, "codebook_size": 32, "hidden_dim": 16, "chunk_size": 5},
     "residual": {"dim": C, "num_levels": 3, "quantizer": "vq", "quantizer_kwargs": {"codebook_size": 16}},
     "multiscale": {"dim": C, "scales": [1, 2, 4], "quantizer_kwargs": {"codebook_size": 32, "hidden_dim": 16}},
+    "quantile": {"dim": C, "bins": 4},
 }
 
 # Every quantizer the library ships (tests may register their own, e.g. a user-style custom one).

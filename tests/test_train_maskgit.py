@@ -124,7 +124,7 @@ def test_train_maskgit_two_steps_then_resume(
         "--tokenizer", str(tokenizer_dir),
         "--train_data_dir", str(image_folder), "--resolution", "32", "--output_dir", str(out),
         "--hidden_size", "16", "--num_hidden_layers", "1", "--num_attention_heads", "2", "--dropout", "0.0",
-        "--train_batch_size", "2", "--gradient_accumulation_steps", "1", "--learning_rate", "1e-3",
+        "--intermediate_size", "24", "--train_batch_size", "2", "--gradient_accumulation_steps", "1", "--learning_rate", "1e-3",
         "--lr_warmup_steps", "1", "--checkpointing_steps", "1", "--checkpoints_total_limit", "2",
         "--validation_steps", "2", "--num_validation_images", "3", "--num_inference_steps", "2",
         "--guidance_scale", "1.5", "--logging_steps", "1", "--ema_decay", "0.9", "--mask_schedule", "linear",
@@ -143,6 +143,7 @@ def test_train_maskgit_two_steps_then_resume(
     prior = MaskGitTransformer.from_pretrained(out / "prior")
     assert prior.config.level_shapes == [[1, 1], [2, 2], [4, 4]] and prior.config.num_classes == 2
     assert prior.config.hidden_size == 16 and prior.config.codebook_size == 16
+    assert prior.config.intermediate_size == 24  # --intermediate_size (default 4 x hidden_size)
     saved_settings = json.loads((out / "pipeline" / "training_config.json").read_text())
     assert saved_settings["mask_schedule"] == "linear" and saved_settings["max_train_steps"] == 2
     assert "mask_schedule" not in json.loads((out / "prior" / "config.json").read_text())

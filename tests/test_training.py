@@ -297,6 +297,32 @@ def test_data_init_images_samples_the_codebook_from_many_images(tmp_path, images
         TrainingConfig.from_args(["--model", "vqgan", "--data_init_images", "-1"])
 
 
+def test_zero_steps_saves_a_training_free_tokenizer(tmp_path, images):
+    """``max_train_steps 0``: no update; the quantile quantizer is measured on ``data_init_images`` training
+    images and the model saved with its frozen VAE untouched (a training-free tokenizer, TokenBridge-style)."""
+    from coda_hf.models.coda_vq import CodaVQModel
+
+    vae_dir, out = _tiny_vae_dir(tmp_path), tmp_path / "ptq"
+    result = main(base_args(images, out, tmp_path, steps=0, model="coda", pretrained_vae=str(vae_dir),
+                            quantizer={"name": "quantile", "bins": 4}, model_kwargs={"lora": {"rank": 0}},
+                            data_init_images=5))  # fmt: skip
+    assert result.global_step == 0 and _summary(out)["global_step"] == 0
+    model = CodaVQModel.from_pretrained(out)
+    assert bool(model.quantizer.data_initialized) and not model.quantizer.needs_data_init
+    boundaries = model.quantizer.boundaries  # (4 channels, 3) measured, not the standard-normal start
+    assert boundaries.shape == (4, 3) and not torch.allclose(boundaries, boundaries[:1].expand(4, -1))
+    base = load_weights(vae_dir)
+    saved = {k[len("vae."):]: v for k, v in load_weights(out).items() if k.startswith("vae.")}
+    assert saved.keys() == base.keys() and all(torch.equal(base[k], saved[k]) for k in base)
+    with pytest.raises(ValueError, match="needs data_init_images > 0"):
+        main(base_args(images, tmp_path / "o2", tmp_path, steps=0, model="coda", pretrained_vae=str(vae_dir),
+                       quantizer={"name": "quantile", "bins": 4}, model_kwargs={"lora": {"rank": 0}}))  # fmt: skip
+    with pytest.raises(ValueError, match="max_train_steps must be >= 0"):
+        TrainingConfig.from_args(["--model", "vqgan", "--max_train_steps", "-1"])
+    with pytest.raises(ValueError, match="continuous VAE from scratch needs training"):
+        TrainingConfig.from_args(["--model", "vae", "--max_train_steps", "0"])
+
+
 def test_seeded_data_initialize_gives_a_lora_row_and_its_lora_free_twin_one_codebook():
     """The ladder's +LoRA row must differ from its LoRA-free twin by LoRA alone: LoRA draws random numbers
     after the quantizer is built, and a seeded data initialisation does not see them."""

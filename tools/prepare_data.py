@@ -38,12 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
     photos.add_argument("--cache", default=DEFAULT_CACHE, help="where downloaded / extracted .deb packages are kept")
     photos.add_argument("--tile-sizes", type=int, nargs="+", default=[64, 128], help="tile sides in pixels, one folder each")
     photos.add_argument("--eval-fraction", type=float, default=0.2, help="fraction of scenes held out (per source)")
+    photos.add_argument("--validation-fraction", type=float, default=0.0,
+                        help="fraction of scenes held out as a validation split for choosing hyperparameters "
+                             "(validation-* shards; taken from train, eval unchanged; default 0: none)")  # fmt: skip
     photos.add_argument("--seed", type=int, default=0, help="seed of the scene split and the tile order")
     photos.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8],
                         help="zoom levels: the photo's short side is resized to level * tile size")
     photos.add_argument("--stride", type=int, default=None, help="tile grid step in pixels (default: tile size)")
     photos.add_argument("--train-shards", type=int, default=8, help="parquet shards of the train split")
     photos.add_argument("--eval-shards", type=int, default=4, help="parquet shards of the eval split")
+    photos.add_argument("--validation-shards", type=int, default=2, help="parquet shards of the validation split")
     photos.add_argument("--sources", nargs="+", default=None,
                         help="subset of: mate-backgrounds plasma-workspace-wallpapers opencv-doc skimage sklearn")
     photos.add_argument("--overwrite", action="store_true", help="rebuild even if an up-to-date manifest exists")
@@ -86,7 +90,8 @@ def run_prepare_photos(args) -> int:
 
     manifest = _build(args, prepare_photo_dataset, tile_sizes=args.tile_sizes, eval_fraction=args.eval_fraction,
                       seed=args.seed, levels=args.levels, stride=args.stride, train_shards=args.train_shards,
-                      eval_shards=args.eval_shards, sources=args.sources or DEFAULT_SOURCES)  # fmt: skip
+                      eval_shards=args.eval_shards, sources=args.sources or DEFAULT_SOURCES,
+                      validation_fraction=args.validation_fraction, validation_shards=args.validation_shards)  # fmt: skip
     if manifest is None:
         return 1
     summary = {"sources": manifest["sources"],

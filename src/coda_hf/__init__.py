@@ -39,7 +39,8 @@ _EXPORTS = {
     "CodaTokenizerPipeline": ".pipelines.tokenization",
     "AttentionQuantizer": ".quantizers", "FSQuantizer": ".quantizers", "GumbelQuantizer": ".quantizers",
     "LookupFreeQuantizer": ".quantizers", "MultiScaleResidualQuantizer": ".quantizers",
-    "QuantizerOutput": ".quantizers", "ResidualQuantizer": ".quantizers", "VectorQuantizer": ".quantizers",
+    "QuantileQuantizer": ".quantizers", "QuantizerOutput": ".quantizers", "ResidualQuantizer": ".quantizers",
+    "VectorQuantizer": ".quantizers",
     "build_quantizer": ".quantizers",
     "CodaVQConfig": ".transformers_integration", "CodaVQForTokenization": ".transformers_integration",
 }  # fmt: skip

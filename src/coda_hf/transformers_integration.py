@@ -9,7 +9,9 @@ Importing this module registers, once:
   (``diffusion_pytorch_model.safetensors``) -- one weights file on disk, no duplicate ``model.safetensors``;
 * :class:`~coda_hf.image_processing.CodaImageProcessor` with ``AutoImageProcessor``;
 * the ``image-tokenization`` task (:class:`~coda_hf.pipelines.tokenization.CodaTokenizerPipeline`) in
-  ``transformers.pipelines.PIPELINE_REGISTRY``.
+  ``transformers.pipelines.PIPELINE_REGISTRY``, with the bundled CODA tokenizer (``coda_hf.bundled_model(
+  "photos-coda")``, a local folder: offline) as its default model when this installation ships it, so
+  ``pipeline(task="image-tokenization")`` without a model works (transformers logs the folder it defaulted to).
 """
 
 from __future__ import annotations
@@ -310,8 +312,20 @@ def register() -> None:
     AutoImageProcessor.register(CodaVQConfig, image_processor_classes={"pil": CodaImageProcessor}, exist_ok=True)
     if TASK not in PIPELINE_REGISTRY.supported_tasks:
         PIPELINE_REGISTRY.register_pipeline(
-            TASK, pipeline_class=CodaTokenizerPipeline, pt_model=CodaVQForTokenization, type="image"
+            TASK, pipeline_class=CodaTokenizerPipeline, pt_model=CodaVQForTokenization, type="image",
+            default=default_pipeline_model(),
         )
+
+
+def default_pipeline_model() -> dict | None:
+    """The task's default model for transformers (``{"model": (folder, revision)}``): the bundled CODA tokenizer,
+    or ``None`` (no default) when this installation ships none. Only used when ``pipeline()`` gets no model."""
+    from .bundled import DEFAULT_TOKENIZER, UnknownBundledModelError, bundled_model
+
+    try:
+        return {"model": (bundled_model(DEFAULT_TOKENIZER), None)}
+    except UnknownBundledModelError:
+        return None
 
 
 register()

@@ -6,7 +6,7 @@ The shards are written with :mod:`coda_hf.data.shards`, which the package's trai
 from .debian import DebianCopyright, ExtractedPackage, PackageFetchError, fetch_debian_package, read_copyright
 from .fashion_mnist import FASHION_MNIST_LABELS, prepare_fashion_mnist, read_idx, write_idx
 from .photos import PHOTO_FEATURES, PhotoRecord, collect_photos, photo_shard_dir, prepare_photo_dataset
-from .tiling import Tile, iter_multiscale_tiles, split_groups
+from .tiling import Tile, iter_multiscale_tiles, split_groups, split_photo_groups
 
 __all__ = [
     "FASHION_MNIST_LABELS",
@@ -25,5 +25,6 @@ __all__ = [
     "read_copyright",
     "read_idx",
     "split_groups",
+    "split_photo_groups",
     "write_idx",
 ]

@@ -1,10 +1,11 @@
 """A small real-photo tile dataset built offline from Debian packages and the photos bundled in Python packages.
 
 ``prepare_photo_dataset`` collects the allowlisted photographs (:mod:`.photo_allowlist`), splits them BY
-SCENE into train / eval, cuts multi-scale tiles and writes parquet shards plus a ``manifest.json``:
+SCENE into train / eval (and validation, with ``validation_fraction``), cuts multi-scale tiles and writes
+parquet shards plus a ``manifest.json``:
 
     out_dir/manifest.json
-    out_dir/tiles64/train-00000-of-00008.parquet ... eval-00000-of-00004.parquet
+    out_dir/tiles64/train-00000-of-00008.parquet ... eval-00000-of-00004.parquet (validation-*.parquet)
     out_dir/tiles128/...
 """
 
@@ -26,7 +27,7 @@ from coda_hf.data.shards import encode_png, write_parquet_shards
 
 from .debian import ExtractedPackage, fetch_debian_package
 from .photo_allowlist import DEBIAN_SOURCES, SKIMAGE_PHOTOS, SKLEARN_PHOTOS, DebianPhotoSource, PhotoSpec
-from .tiling import DEFAULT_LEVELS, iter_multiscale_tiles, split_groups
+from .tiling import DEFAULT_LEVELS, iter_multiscale_tiles, split_photo_groups
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class PhotoRecord:
 
     photo_id: str  # "{source}:{path}", unique
     source: str  # Debian package name, "skimage" or "sklearn"
-    group: str  # scene id; a group is never split across train / eval
+    group: str  # scene id; a group is never split across train / validation / eval
     file: str  # absolute path of the image file
     path: str  # path inside the package tree / data folder
     package: str
@@ -205,12 +206,17 @@ def prepare_photo_dataset(
     overwrite: bool = False,
     debian_sources: Sequence[DebianPhotoSource] = DEBIAN_SOURCES,
     fetch: Callable[[str, str | os.PathLike], ExtractedPackage] | None = None,
+    validation_fraction: float = 0.0,
+    validation_shards: int = 2,
 ) -> dict:
     """Build (or reuse) the photo tile dataset in ``out_dir``; return the manifest (also ``manifest.json``).
 
     Photos are split by scene group (stratified per source, ``eval_fraction`` of the groups held out,
-    deterministic in ``seed``). Each photo is cut into ``tile_size`` tiles at zoom ``levels`` (see
-    :func:`~.tiling.iter_multiscale_tiles`; ``stride`` defaults to non-overlapping); tiles are
+    deterministic in ``seed``; :func:`~.tiling.split_photo_groups`). ``validation_fraction > 0`` also holds
+    out a validation split (``validation-*`` shards, ``validation_shards`` of them) for choosing
+    hyperparameters, taken from the train groups: the eval groups stay those of the same seed without it.
+    Each photo is cut into ``tile_size`` tiles at zoom ``levels`` (see :func:`~.tiling.iter_multiscale_tiles`;
+    ``stride`` defaults to non-overlapping); tiles are
     shuffled with ``seed`` and written as ``train_shards`` / ``eval_shards`` parquet files per tile size.
     An existing ``manifest.json`` with the same configuration and all its shards is returned as is
     unless ``overwrite``. Downloaded / extracted packages are kept in ``cache_dir``.
@@ -227,6 +233,8 @@ def prepare_photo_dataset(
         "stride": stride, "train_shards": train_shards, "eval_shards": eval_shards, "sources": list(sources),
         "allowlist_digest": _allowlist_digest(records),
     }
+    if validation_fraction > 0:  # absent otherwise, so manifests written before the option stay up to date
+        config |= {"validation_fraction": validation_fraction, "validation_shards": validation_shards}
     manifest_path = out_dir / "manifest.json"
     if manifest_path.is_file() and not overwrite:
         old = json.loads(manifest_path.read_text())
@@ -234,9 +242,14 @@ def prepare_photo_dataset(
             logger.info("photo dataset in %s is up to date; reusing it", out_dir)
             return old
 
-    train_groups, eval_groups = split_groups({r.group: r.source for r in records}, eval_fraction, seed)
-    split_of = {g: "train" for g in train_groups} | {g: "eval" for g in eval_groups}
-    rows = {(size, split): [] for size in tile_sizes for split in ("train", "eval")}
+    groups = split_photo_groups({r.group: r.source for r in records}, eval_fraction, seed, validation_fraction)
+    split_of = {g: split for split, names in groups.items() for g in names}
+    shard_counts = {"train": train_shards, "eval": eval_shards}
+    if validation_fraction > 0:
+        shard_counts["validation"] = validation_shards
+    else:
+        del groups["validation"]  # empty
+    rows = {(size, split): [] for size in tile_sizes for split in shard_counts}
     photos = []
     for record in sorted(records, key=lambda r: r.photo_id):
         image = _load_photo(record.file)
@@ -256,14 +269,16 @@ def prepare_photo_dataset(
     splits: dict[str, dict] = {}
     for size in tile_sizes:
         splits[str(size)] = {}
-        for split, n_shards in (("train", train_shards), ("eval", eval_shards)):
+        for split, n_shards in shard_counts.items():
             split_rows = rows[(size, split)]
             if not split_rows:
                 raise ValueError(
-                    f"split {split!r} of tile size {size} is empty; lower the tile size or change eval_fraction"
+                    f"split {split!r} of tile size {size} is empty; lower the tile size or change eval_fraction / "
+                    "validation_fraction"
                 )
             # Shuffle tiles so that every shard mixes photos (seeded: the same seed gives identical shards).
-            order = np.random.default_rng([seed, size, int(split == "eval")]).permutation(len(split_rows))
+            stream = {"train": 0, "eval": 1, "validation": 2}[split]
+            order = np.random.default_rng([seed, size, stream]).permutation(len(split_rows))
             columns = {
                 name: [split_rows[i][k] for i in order] for k, name in enumerate(PHOTO_FEATURES)
             }
@@ -282,7 +297,7 @@ def prepare_photo_dataset(
         "config": config,
         "sources": per_source,
         "splits": splits,
-        "groups": {"train": train_groups, "eval": eval_groups},
+        "groups": groups,
         "photos": photos,
     }
     manifest_path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Cutting photographs into multi-scale square tiles, and splitting photos into train / eval by group."""
+"""Cutting photographs into multi-scale square tiles, and splitting photos into train / validation / eval by group."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-__all__ = ["Tile", "iter_multiscale_tiles", "resize_short_side", "split_groups"]
+__all__ = ["Tile", "iter_multiscale_tiles", "resize_short_side", "split_groups", "split_photo_groups"]
 
 #: Default zoom levels: the photo is resized so that its short side is ``level * tile_size``.
 DEFAULT_LEVELS = (1, 2, 4, 8)
@@ -71,25 +71,52 @@ def iter_multiscale_tiles(
 def split_groups(
     group_to_source: Mapping[str, str], eval_fraction: float, seed: int
 ) -> tuple[list[str], list[str]]:
-    """Split photo groups into ``(train_groups, eval_groups)``, stratified by source, deterministic in ``seed``.
+    """Split photo groups into ``(train_groups, eval_groups)``: :func:`split_photo_groups` without a
+    validation split."""
+    split = split_photo_groups(group_to_source, eval_fraction, seed)
+    return split["train"], split["eval"]
+
+
+def split_photo_groups(
+    group_to_source: Mapping[str, str], eval_fraction: float, seed: int, validation_fraction: float = 0.0
+) -> dict[str, list[str]]:
+    """Split photo groups into ``{"train", "validation", "eval"}`` group lists, stratified by source,
+    deterministic in ``seed``.
 
     A group holds every photo of one scene (a stereo pair, two views of a wall), so a scene is never in
-    both splits. Within each source ``round(eval_fraction * n)`` groups go to eval (at least one when the
-    source has two or more groups and ``eval_fraction > 0``).
+    two splits. Within each source the groups are permuted once (``seed``); the first
+    ``round(eval_fraction * n)`` go to eval (at least one when the source has two or more groups and
+    ``eval_fraction > 0``), the next ``round(validation_fraction * n)`` to validation (at least one when
+    ``validation_fraction > 0`` and two or more groups are left), the rest to train. The eval groups do not
+    depend on ``validation_fraction``: adding a validation split only moves train groups, so eval figures
+    stay comparable with those of a dataset prepared without one.
     """
-    if not 0.0 <= eval_fraction < 1.0:
-        raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+    for name, value in (("eval_fraction", eval_fraction), ("validation_fraction", validation_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {value}")
+    if eval_fraction + validation_fraction >= 1.0:
+        raise ValueError(f"eval_fraction + validation_fraction must be < 1 (train keeps the rest); got "
+                         f"{eval_fraction} + {validation_fraction}")  # fmt: skip
     by_source: dict[str, list[str]] = {}
     for group, source in group_to_source.items():
         by_source.setdefault(source, []).append(group)
     rng = np.random.default_rng(seed)
-    train, evaluation = [], []
+    out: dict[str, list[str]] = {"train": [], "validation": [], "eval": []}
     for source in sorted(by_source):
         groups = sorted(by_source[source])
         order = rng.permutation(len(groups))
-        n_eval = int(math.floor(eval_fraction * len(groups) + 0.5))
-        if eval_fraction > 0 and len(groups) >= 2:
-            n_eval = min(max(n_eval, 1), len(groups) - 1)
-        evaluation += [groups[k] for k in order[:n_eval]]
-        train += [groups[k] for k in order[n_eval:]]
-    return sorted(train), sorted(evaluation)
+        n_eval = _held_out(eval_fraction, len(groups), len(groups))
+        n_val = _held_out(validation_fraction, len(groups), len(groups) - n_eval)
+        out["eval"] += [groups[k] for k in order[:n_eval]]
+        out["validation"] += [groups[k] for k in order[n_eval : n_eval + n_val]]
+        out["train"] += [groups[k] for k in order[n_eval + n_val :]]
+    return {name: sorted(groups) for name, groups in out.items()}
+
+
+def _held_out(fraction: float, total: int, available: int) -> int:
+    """Groups of a source held out for a split, of the ``available`` ones: ``round(fraction * total)``; when
+    ``fraction > 0`` and ``available >= 2``, at least one and at most ``available - 1`` (one stays in train)."""
+    n = int(math.floor(fraction * total + 0.5))
+    if fraction > 0 and available >= 2:
+        return min(max(n, 1), available - 1)
+    return min(n, available)

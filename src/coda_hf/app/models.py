@@ -137,6 +137,10 @@ class AppModels:
         return {k: m for k, m in (("CODA", self.coda), ("VQGAN", self.vqgan)) if m is not None}
 
     def default_resolution(self) -> int:
+        """256 px (``MAX_RESOLUTION``) for tokenizers that quantize tile by tile (``latent_tile_size``: any
+        multiple of the tile's pixels), else the VAE config's ``sample_size`` (at most 256)."""
+        if any(getattr(getattr(m, "config", None), "latent_tile_size", 0) for m in self.tokenizers().values()):
+            return MAX_RESOLUTION
         for model in (self.coda, self.vae):
             vae = getattr(model, "vae", model)
             size = getattr(getattr(vae, "config", None), "sample_size", None)

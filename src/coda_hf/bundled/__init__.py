@@ -2,7 +2,9 @@
 
 Each bundled model is a ``save_pretrained`` directory ``coda_hf/bundled/models/<name>/`` with a
 ``bundle.json`` (``{"description": ..., "card": ...}``: a one-line description and its model card under
-``model_cards/``). :func:`bundled_model` returns such a directory, for the model class's own loader::
+``model_cards/``). A model stored inside another one's directory (the CODA tokenizer is the ``tokenizer/``
+component of the MaskGIT pipeline ``photos-prior``: one copy of its weights) has only its ``bundle.json``,
+whose ``"directory"`` names that folder relative to its own (``"../photos-prior/tokenizer"``). :func:`bundled_model` returns such a directory, for the model class's own loader::
 
     import coda_hf
     from coda_hf.models import DenseVAE
@@ -26,6 +28,9 @@ MODELS_DIR = BUNDLE_ROOT / "models"
 PHOTOS_DIR = BUNDLE_ROOT / "photos"
 DATA_DIR = BUNDLE_ROOT / "data"
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+# The defaults of `coda-hf tokenize / reconstruct`, pipeline(task="image-tokenization") and coda-hf demo.
+DEFAULT_TOKENIZER = "photos-coda"
+DEFAULT_PRIOR = "photos-prior"
 # A small, class-balanced sample of the Fashion-MNIST TEST split (images, labels and their test-set indices).
 FASHION_SAMPLE = DATA_DIR / "fashion-mnist-test-sample.npz"
 
@@ -40,11 +45,12 @@ class UnknownBundledModelError(KeyError, ValueError):
 def _model_dirs() -> dict[str, Path]:
     if not MODELS_DIR.is_dir():
         return {}
-    return {
-        d.name: d
-        for d in sorted(MODELS_DIR.iterdir())
-        if d.is_dir() and ((d / "config.json").is_file() or (d / "model_index.json").is_file())
-    }
+    found = {}
+    for d in sorted(p for p in MODELS_DIR.iterdir() if p.is_dir()):
+        files = (d / _bundle_info(d).get("directory", ".")).resolve()  # a model stored in another one's folder
+        if files.is_relative_to(MODELS_DIR) and ((files / "config.json").is_file() or (files / "model_index.json").is_file()):
+            found[d.name] = files
+    return found
 
 
 def _bundle_info(path: Path) -> dict:
@@ -54,7 +60,7 @@ def _bundle_info(path: Path) -> dict:
 
 def bundled_models() -> dict[str, str]:
     """Name -> one-line description of every model this installation ships (only those actually present)."""
-    return {name: _bundle_info(path).get("description", "(no description)") for name, path in _model_dirs().items()}
+    return {name: _bundle_info(MODELS_DIR / name).get("description", "(no description)") for name in _model_dirs()}
 
 
 def bundled_model(name: str) -> str:
@@ -72,7 +78,8 @@ def bundled_model(name: str) -> str:
 
 def bundled_model_info(name: str) -> dict:
     """The ``bundle.json`` of a bundled model (description, model card name, training settings...)."""
-    return _bundle_info(Path(bundled_model(name)))
+    bundled_model(name)  # a valid name
+    return _bundle_info(MODELS_DIR / name)
 
 
 def bundled_photos() -> list[Path]:
@@ -92,6 +99,8 @@ def fashion_mnist_sample() -> dict[str, np.ndarray]:
 
 
 __all__ = [
+    "DEFAULT_PRIOR",
+    "DEFAULT_TOKENIZER",
     "UnknownBundledModelError",
     "bundled_model",
     "bundled_model_info",

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 
+from ..bundled import DEFAULT_TOKENIZER
 from .tokenize import (
     add_common_arguments,
     check_resolution,
+    default_model,
     iterate_images,
     load_model_and_processor,
     report_failures,
@@ -25,7 +27,7 @@ logger = logging.getLogger(__name__)
 def register(subparsers) -> None:
     p = subparsers.add_parser("reconstruct", help="tokenize and decode images with a saved CODA tokenizer")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--model", required=True, help="saved CodaVQModel directory")
+    p.add_argument("--model", default=None, help=f"saved CodaVQModel directory (default: the bundled {DEFAULT_TOKENIZER})")
     p.add_argument("--output-dir", required=True, help="folder for the reconstructed PNGs")
     add_common_arguments(p)
     p.set_defaults(func=run)
@@ -40,7 +42,7 @@ def run(args) -> int:
     check_resolution(args.resolution)
     names = distinct_output_names(args.images, ".png")
     out_dir = check_output_dir(args.output_dir, names, overwrite=args.overwrite)
-    model, processor = load_model_and_processor(args.model, args.resolution)
+    model, processor = load_model_and_processor(default_model(args.model), args.resolution)
     failed = []
     with torch.no_grad():
         for i, path, pixels in iterate_images(args.images, processor, not args.no_progress):

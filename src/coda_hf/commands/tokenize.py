@@ -11,13 +11,27 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..bundled import DEFAULT_TOKENIZER
+
 logger = logging.getLogger(__name__)
+
+
+
+def default_model(model: str | None) -> str:
+    """``--model``, or the bundled CODA tokenizer's directory when it was not given (said in one log line)."""
+    if model is not None:
+        return model
+    from ..bundled import bundled_model
+
+    path = bundled_model(DEFAULT_TOKENIZER)  # raises, naming the bundled models, when this install has none
+    logger.info("no --model given: using the bundled CODA tokenizer %s (%s)", DEFAULT_TOKENIZER, path)
+    return path
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("tokenize", help="turn images into discrete token ids with a saved CODA tokenizer")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--model", required=True, help="saved CodaVQModel directory")
+    p.add_argument("--model", default=None, help=f"saved CodaVQModel directory (default: the bundled {DEFAULT_TOKENIZER})")
     p.add_argument("--output", default="tokens.safetensors", help="output .safetensors file")
     add_common_arguments(p)
     p.set_defaults(func=run)
@@ -55,7 +69,7 @@ def load_model_and_processor(model_dir: str, resolution: int | None = None):
                 f"(downsample factor {model.downsample_factor})"
             )
         processor.size = {"shortest_edge": int(resolution)}
-    processor.size_divisor = model.downsample_factor
+    processor.size_divisor = model.size_divisor
     return model, processor
 
 
@@ -92,6 +106,7 @@ def run(args) -> int:
 
     check_resolution(args.resolution)
     out = check_output_file(args.output, overwrite=args.overwrite, option="--output")
+    args.model = default_model(args.model)
     model, processor = load_model_and_processor(args.model, args.resolution)
     images, failed = [], []
     with torch.no_grad():

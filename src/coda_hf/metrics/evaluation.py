@@ -20,6 +20,7 @@ diffusers ``AutoencoderKL`` (the upper-bound row: no codebook metrics).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -75,8 +76,8 @@ class TokenizerEvaluator:
         }
         self.continuous = is_continuous_autoencoder(model)
         self.codebook = None if self.continuous else CodebookStatistics(int(model.quantizer.codebook_size), self.device)
-        # [sum PSNR, sum SSIM, sum MSE (8-bit), number of images], float64
-        self.sums = torch.zeros(4, dtype=torch.float64, device=self.device)
+        # [sum PSNR, sum SSIM, sum MSE (8-bit), number of images, number of pixels], float64
+        self.sums = torch.zeros(5, dtype=torch.float64, device=self.device)
         self.num_grid_images = int(num_grid_images)
         self.max_pca_points = int(max_pca_points)
         self.grid: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -120,8 +121,9 @@ class TokenizerEvaluator:
         # Metrics on 8-bit images, as if both had been saved as PNG.
         ref8, rec8 = to_uint8_range(images), to_uint8_range(recon)
         mse = (ref8 - rec8).pow(2).flatten(1).mean(dim=1)
-        self.sums += torch.stack([psnr(rec8, ref8).sum(), ssim(rec8, ref8).sum(), mse.sum(),
-                                  torch.tensor(float(images.shape[0]), dtype=torch.float64, device=self.device)])  # fmt: skip
+        counts = torch.tensor([float(images.shape[0]), float(images.shape[0] * images.shape[2] * images.shape[3])],
+                              dtype=torch.float64, device=self.device)  # fmt: skip
+        self.sums += torch.cat([torch.stack([psnr(rec8, ref8).sum(), ssim(rec8, ref8).sum(), mse.sum()]), counts])
         ref_in, rec_in = ref8 / 127.5 - 1.0, rec8 / 127.5 - 1.0
         for name, net in self.feature_extractors.items():
             real, fake = self.fd_stats[name]
@@ -181,6 +183,10 @@ class TokenizerEvaluator:
             metrics["fd_effnet_note"] = FD_EFFNET_NOTE
         if self.codebook is not None:
             metrics.update(self.codebook.compute())
+            # the rate: tokens x log2(codebook) bits over the image's pixels (what equal-bit comparisons match)
+            metrics["bits_per_pixel"] = metrics["tokens_per_image"] * math.log2(self.codebook.codebook_size) / (
+                float(self.sums[4]) / n
+            )
         self._synced = metrics
         return dict(metrics)
 

@@ -29,7 +29,7 @@ from ..quantizers.multiscale import MAR_SCALES
 from ..settings import deep_merge
 from .lora import add_conv_lora, merge_conv_lora
 from .presets import CONV_TARGETS, DEFAULT_CODEBOOK_SIZE, DEFAULT_LORA_RANK, coda_quantizer, get_preset
-from .tokenizer_mixin import DiscreteTokenizerMixin
+from .tokenizer_mixin import DiscreteTokenizerMixin, check_latent_tile_size
 
 MODEL_TYPE = "coda_vq"  # transformers AutoConfig key, written into config.json
 
@@ -80,6 +80,10 @@ class CodaVQModel(DiscreteTokenizerMixin, ModelMixin, ConfigMixin):
             config holds the quantizer's full arguments.
         sample_posterior: in training, quantize a sample of the VAE posterior (as the authors do); eval always
             uses the posterior mean.
+        latent_tile_size: ``T > 0`` quantizes each ``T x T`` latent tile of an image on its own (the VAE still
+            encodes and decodes the whole image): a tokenizer trained on ``T * f`` pixel crops tokenizes larger
+            images seamlessly, with a multi-scale token set per tile (layout: :mod:`.tokenizer_mixin`);
+            0 (default) quantizes the whole latent.
         model_type: fixed ``"coda_vq"``; stored so transformers' ``AutoConfig`` reads the same config.json.
     """
 
@@ -99,11 +103,13 @@ class CodaVQModel(DiscreteTokenizerMixin, ModelMixin, ConfigMixin):
         decoder_lora_target_modules: list[str] | None = None,
         quantizer: dict[str, Any] | None = None,
         sample_posterior: bool = True,
+        latent_tile_size: int = 0,
         model_type: str = MODEL_TYPE,
     ):
         super().__init__()
         if model_type != MODEL_TYPE:
             raise ValueError(f"CodaVQModel config has model_type {model_type!r}; expected {MODEL_TYPE!r}")
+        check_latent_tile_size(latent_tile_size)
         if scaling_factor == 0:
             raise ValueError("scaling_factor must be non-zero")
         self.vae = AutoencoderKL.from_config(dict(vae_config or {}))
@@ -179,11 +185,11 @@ class CodaVQModel(DiscreteTokenizerMixin, ModelMixin, ConfigMixin):
     # ----------------------------------------------------------------- saving
     def default_image_processor(self):
         """A :class:`~coda_hf.image_processing.CodaImageProcessor` matching this model: shorter side to
-        ``min(vae sample_size, 256)``, crop to a multiple of :attr:`downsample_factor`."""
+        ``min(vae sample_size, 256)`` (at least :attr:`size_divisor`), crop to a multiple of :attr:`size_divisor`."""
         from ..image_processing import CodaImageProcessor
 
-        side = min(int(self.vae.config.sample_size or 256), 256)
-        return CodaImageProcessor(size={"shortest_edge": side}, size_divisor=self.downsample_factor)
+        side = max(min(int(self.vae.config.sample_size or 256), 256), self.size_divisor)
+        return CodaImageProcessor(size={"shortest_edge": side}, size_divisor=self.size_divisor)
 
     def save_pretrained(
         self,

@@ -11,6 +11,15 @@ common interface that trainers, the evaluation loop, pipelines and MaskGIT prior
 
 Token layout: ``token_ids`` is ``(B, N)``, the levels coarse to fine, each row-major
 (:func:`~coda_hf.quantizers.output.flatten_indices`).
+
+Tile-wise quantization (the model config's ``latent_tile_size`` ``T > 0``; 0, the default, quantizes the whole
+latent): the encoder and decoder run on the whole image, the quantizer on each ``T x T`` latent tile as if
+it were an image of its own (:mod:`.latent_tiles`), so a tokenizer trained on ``T * f`` pixel crops keeps its
+training statistics on larger images and its convolutional decoder leaves no seam. Image sides must then
+be multiples of :attr:`~DiscreteTokenizerMixin.size_divisor` ``= T * f``. Level ``l``'s index map is the
+MOSAIC of the tiles' maps, ``(B, nh * h_l, nw * w_l)`` with tile ``(i, j)``'s codes at block ``(i, j)``, and
+``token_ids`` flattens those mosaics as above (level-major, each mosaic row-major); tile ``(i, j)``'s own
+token set is ``from_mosaic`` of each level, a sequence of the layout the model was trained on.
 """
 
 from __future__ import annotations
@@ -20,7 +29,8 @@ import warnings
 
 import torch
 
-from ..quantizers.output import QuantizerOutput, flatten_indices
+from ..quantizers.output import QuantizerOutput, flatten_indices, unflatten_indices
+from .latent_tiles import from_mosaic, from_tiles, tile_grid, to_mosaic, to_tiles
 from .outputs import CodaEncoderOutput, CodaVQOutput
 
 # Pixel values are (B, C, H, W) floats in [-1, 1]; this much beyond (float rounding of 8-bit images) is accepted.
@@ -33,8 +43,11 @@ def check_pixel_values(images: torch.Tensor, clip: bool = False) -> torch.Tensor
 
     Non-finite values always raise ``ValueError``. Values beyond the range raise ``ValueError`` (e.g. images
     in ``[0, 255]`` or ``[0, 1]``: convert with ``x / 127.5 - 1`` or ``2 * x - 1``), or with ``clip=True`` are
-    clamped with a warning.
+    clamped with a warning. Not checked while exporting (``torch.export`` / ONNX): a graph holds no
+    data-dependent branch, so an exported encoder takes the values as given.
     """
+    if torch.compiler.is_exporting():
+        return images.clamp(-1.0, 1.0) if clip else images
     if not bool(torch.isfinite(images).all()):
         bad = int((~torch.isfinite(images)).sum())
         raise ValueError(f"images contain {bad} non-finite value(s) (NaN or inf); pixel values must lie in [-1, 1]")
@@ -46,6 +59,12 @@ def check_pixel_values(images: torch.Tensor, clip: bool = False) -> torch.Tensor
         raise ValueError(f"{message} (0..255 images: x / 127.5 - 1; 0..1 images: 2 * x - 1; or pass clip=True)")
     warnings.warn(f"{message}: clipped to [-1, 1] (clip=True)", stacklevel=3)
     return images.clamp(-1.0, 1.0)
+
+
+def check_latent_tile_size(value) -> None:
+    """The ``latent_tile_size`` config value: an int >= 0 (0: no tiling)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"latent_tile_size must be an int >= 0 (0: quantize the whole latent); got {value!r}")
 
 
 class DiscreteTokenizerMixin:
@@ -76,19 +95,40 @@ class DiscreteTokenizerMixin:
     def codebook_size(self) -> int:
         return int(self.quantizer.codebook_size)
 
+    @property
+    def latent_tile_size(self) -> int:
+        """``T > 0``: the quantizer sees each ``T x T`` latent tile on its own; 0: the whole latent (config key
+        ``latent_tile_size``; see the module docstring)."""
+        return int(getattr(self.config, "latent_tile_size", 0) or 0)
+
+    @property
+    def size_divisor(self) -> int:
+        """Image sides must be multiples of this: the downsample factor, times ``latent_tile_size`` if set."""
+        return self.downsample_factor * max(self.latent_tile_size, 1)
+
     def latent_size(self, height: int, width: int) -> tuple[int, int]:
-        """Latent grid of an ``(H, W)`` image; ``ValueError`` unless both are multiples of the factor."""
-        f = self.downsample_factor
-        if height < f or width < f or height % f or width % f:
+        """Latent grid of an ``(H, W)`` image; ``ValueError`` unless both are multiples of :attr:`size_divisor`."""
+        f, divisor = self.downsample_factor, self.size_divisor
+        if height < divisor or width < divisor or height % divisor or width % divisor:
+            what = (f"{divisor} (downsample factor {f} x latent tile {self.latent_tile_size})" if self.latent_tile_size
+                    else f"the downsample factor {f}")  # fmt: skip
             raise ValueError(
-                f"image size ({height}, {width}) must be a positive multiple of the downsample factor {f}; "
+                f"image size ({height}, {width}) must be a positive multiple of {what}; "
                 "resize/crop first (CodaImageProcessor does this)"
             )
         return height // f, width // f
 
     def level_shapes(self, height: int, width: int) -> list[tuple[int, int]]:
-        """Per-level ``(h_l, w_l)`` token grids for an ``(H, W)`` IMAGE."""
-        return self.quantizer.level_shapes(*self.latent_size(height, width))
+        """Per-level ``(h_l, w_l)`` token grids for an ``(H, W)`` IMAGE (mosaics when tiled)."""
+        return self._latent_level_shapes(*self.latent_size(height, width))
+
+    def _latent_level_shapes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """Per-level grids of an ``(h, w)`` LATENT."""
+        tile = self.latent_tile_size
+        if not tile:
+            return self.quantizer.level_shapes(height, width)
+        nh, nw = tile_grid(height, width, tile)
+        return [(nh * h, nw * w) for h, w in self.quantizer.level_shapes(tile, tile)]
 
     def num_tokens(self, height: int, width: int) -> int:
         """Tokens per ``(H, W)`` image (sum over levels)."""
@@ -97,9 +137,10 @@ class DiscreteTokenizerMixin:
     @property
     def min_image_size(self) -> int:
         """The smallest image side the model encodes: ``downsample_factor`` latent pixels, or two latent
-        pixels when a GroupNorm has one channel per group (a 1 x 1 latent would leave one value per group)."""
+        pixels when a GroupNorm has one channel per group (a 1 x 1 latent would leave one value per group);
+        at least :attr:`size_divisor`."""
         per_group = [m.num_channels // m.num_groups for m in self.modules() if isinstance(m, torch.nn.GroupNorm)]
-        return self.downsample_factor * (2 if per_group and min(per_group) < 2 else 1)
+        return max(self.downsample_factor * (2 if per_group and min(per_group) < 2 else 1), self.size_divisor)
 
     # ----------------------------------------------------------------- input checks
     def _check_images(self, images: torch.Tensor) -> None:
@@ -126,16 +167,27 @@ class DiscreteTokenizerMixin:
             raise ValueError(f"latents must be a (B, {self.latent_channels}, h, w) tensor; got {shape}")
 
     # ----------------------------------------------------------------- encode / decode
+    def quantizer_input(self, latents: torch.Tensor) -> torch.Tensor:
+        """What the quantizer sees of ``(B, C, h, w)`` latents: themselves, or ``(B * tiles, C, T, T)`` tiles."""
+        return to_tiles(latents, self.latent_tile_size) if self.latent_tile_size else latents
+
     def quantize(self, latents: torch.Tensor, with_losses: bool = True) -> QuantizerOutput:
-        """Run the quantizer on ``(B, C, h, w)`` latents.
+        """Run the quantizer on ``(B, C, h, w)`` latents (tile by tile with ``latent_tile_size``: quantized
+        latents reassembled, index maps as mosaics).
 
         ``with_losses=False`` (eval mode only) is passed to the quantizer, which then computes no losses
         (the attention quantizer skips its entropy term, a full softmax over the codebook per token):
         indices and quantized latents are unchanged, ``losses`` is empty.
         """
-        if with_losses or self.quantizer.training:
-            return self.quantizer(latents)
-        return self.quantizer(latents, with_losses=False)
+        z = self.quantizer_input(latents)
+        q = self.quantizer(z) if with_losses or self.quantizer.training else self.quantizer(z, with_losses=False)
+        if not self.latent_tile_size:
+            return q
+        grid = tile_grid(*latents.shape[-2:], self.latent_tile_size)
+        return QuantizerOutput(
+            quantized=from_tiles(q.quantized, grid), indices=[to_mosaic(i, grid) for i in q.indices],
+            losses=q.losses, stats=q.stats,
+        )  # fmt: skip
 
     def encode(self, images: torch.Tensor, clip: bool = False) -> CodaEncoderOutput:
         """``(B, 3, H, W)`` images in ``[-1, 1]`` -> indices per level, quantized latents, token ids.
@@ -154,8 +206,9 @@ class DiscreteTokenizerMixin:
         )
 
     def _infer_latent_size(self, num_tokens: int) -> tuple[int, int]:
-        for s in range(1, int(math.isqrt(num_tokens)) + 2):
-            if self.quantizer.num_tokens(s, s) == num_tokens:
+        step = max(self.latent_tile_size, 1)
+        for s in range(step, int(math.isqrt(num_tokens)) * step + step + 1, step):
+            if sum(h * w for h, w in self._latent_level_shapes(s, s)) == num_tokens:
                 return s, s
         raise ValueError(
             f"cannot infer a square latent size from {num_tokens} tokens per image; pass image_size=(H, W) "
@@ -186,7 +239,17 @@ class DiscreteTokenizerMixin:
                 )
             if latent_size is None:
                 latent_size = self._infer_latent_size(indices.shape[1])
-        return self.quantizer.decode_indices(indices, latent_size=latent_size)
+        tile = self.latent_tile_size
+        if not tile:
+            return self.quantizer.decode_indices(indices, latent_size=latent_size)
+        if isinstance(indices, torch.Tensor):
+            indices = unflatten_indices(indices, self._latent_level_shapes(*latent_size))
+        if not isinstance(indices, (list, tuple)) or not indices or not isinstance(indices[-1], torch.Tensor):
+            raise ValueError("indices must be a list of (B, h_l, w_l) index maps, one per level, or (B, N) token ids")
+        # the finest level's mosaic is the latent itself: its size gives the tile grid
+        grid = tile_grid(*indices[-1].shape[-2:], tile)
+        tiles = self.quantizer.decode_indices([from_mosaic(i, grid) for i in indices], latent_size=(tile, tile))
+        return from_tiles(tiles, grid)
 
     def decode(
         self,
@@ -222,8 +285,8 @@ class DiscreteTokenizerMixin:
         if self.training and self.quantizer.needs_data_init:
             # A data-initialised codebook starts on what inference quantizes (e.g. the posterior mean).
             with torch.no_grad():
-                self.quantizer.initialize(self._inference_latents(sample, latents))
-        q = self.quantizer(latents)
+                self.quantizer.initialize(self.quantizer_input(self._inference_latents(sample, latents)))
+        q = self.quantize(latents)
         out = CodaVQOutput(
             sample=self.decode_latents(q.quantized), losses=q.losses, stats=q.stats, indices=q.indices,
             quantized=q.quantized, latents=latents,

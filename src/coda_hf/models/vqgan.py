@@ -17,7 +17,7 @@ from torch import nn
 
 from ..quantizers.base import quantizer_from_config
 from .outputs import CodaEncoderOutput, CodaVQOutput
-from .tokenizer_mixin import DiscreteTokenizerMixin
+from .tokenizer_mixin import DiscreteTokenizerMixin, check_latent_tile_size
 
 DEFAULT_QUANTIZER = {"name": "vq", "codebook_size": 1024}
 
@@ -44,6 +44,8 @@ class VQGANModel(DiscreteTokenizerMixin, ModelMixin, ConfigMixin):
             signature (:func:`~coda_hf.quantizers.base.quantizer_config`); ``dim`` defaults to ``embed_dim``. Default
             ``{"name": "vq", "codebook_size": 1024}``. The saved config holds the quantizer's full
             argument set.
+        latent_tile_size: ``T > 0`` quantizes each ``T x T`` latent tile on its own (encoder and decoder see
+            the whole image); 0 (default): the whole latent. See :class:`~coda_hf.models.CodaVQModel`.
     """
 
     @register_to_config
@@ -59,8 +61,10 @@ class VQGANModel(DiscreteTokenizerMixin, ModelMixin, ConfigMixin):
         embed_dim: int = 256,
         mid_block_add_attention: bool = True,
         quantizer: dict[str, Any] | None = None,
+        latent_tile_size: int = 0,
     ):
         super().__init__()
+        check_latent_tile_size(latent_tile_size)
         block_out_channels = tuple(block_out_channels)
         if not block_out_channels:
             raise ValueError("block_out_channels must list at least one width")

@@ -4,7 +4,7 @@ A config string picks one: ``build_quantizer("attention", dim=16, codebook_size=
 """
 
 # Importing each module registers its quantizer under its config string.
-from . import attention, fsq, gumbel, lfq, multiscale, residual, vector  # noqa: F401
+from . import attention, fsq, gumbel, lfq, multiscale, quantile, residual, vector  # noqa: F401
 from .attention import AttentionQuantizer
 from .base import QUANTIZER_REGISTRY, BaseQuantizer, build_quantizer, register_quantizer
 from .fsq import FSQuantizer
@@ -12,6 +12,7 @@ from .gumbel import GumbelQuantizer
 from .lfq import LookupFreeQuantizer
 from .multiscale import MultiScaleResidualQuantizer
 from .output import QuantizerOutput, flatten_indices, unflatten_indices
+from .quantile import QuantileQuantizer
 from .residual import ResidualQuantizer
 from .stats import CodebookCounter, UsageTracker, perplexity_from_counts, perplexity_from_indices
 from .vector import VectorQuantizer
@@ -25,6 +26,7 @@ __all__ = [
     "GumbelQuantizer",
     "LookupFreeQuantizer",
     "MultiScaleResidualQuantizer",
+    "QuantileQuantizer",
     "QuantizerOutput",
     "ResidualQuantizer",
     "UsageTracker",

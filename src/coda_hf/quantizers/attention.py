@@ -20,6 +20,7 @@ Eval never materialises the ``(N, K)`` score matrix: tokens are processed in chu
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -28,7 +29,8 @@ import torch.utils.checkpoint
 from torch import nn
 
 from ..distributed import all_reduce_, broadcast_
-from .base import INIT_RESTART_ROUNDS, BaseQuantizer, register_quantizer
+from .attention_fused import attention_argmax, fused_soft_assign
+from .base import INIT_RESTART_ROUNDS, BaseQuantizer, autocast_off, register_quantizer
 from .kmeans import kmeans, sample_rows
 from .layout import from_tokens, straight_through, to_tokens
 from .output import QuantizerOutput
@@ -38,6 +40,9 @@ ATTENTION_INITS = ("aligned", "independent", "nearest", "data")
 
 # Elements of one (tokens, K) score block in eval when chunk_size is automatic (4 MiB of float32).
 ATTENTION_CHUNK_ELEMENTS = 2**20
+# Default fused_threshold: calls with at least this many (token, code) scores train through the fused
+# kernel (a 16 MiB float32 score matrix; below it the reference path is as fast).
+FUSED_TRAIN_ELEMENTS = 2**22
 
 
 def entropy_terms(logits: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,9 +154,15 @@ class AttentionQuantizer(BaseQuantizer):
             ``benchmarks/bench_attention_init.py`` (BENCHMARKS.md). ``0``: no restarts.
         rms_norm_eps: epsilon of the query and key RMSNorms (``None``: ``torch.nn.RMSNorm``'s default, the
             machine epsilon of the dtype). The authors' released CODA models use ``1e-5``.
-        train_chunk_size: ``0`` (default): training holds the full ``(N, K)`` soft assignment for backward;
-            ``> 0``: training processes chunks of this many tokens under activation checkpointing (the
-            ``(chunk, K)`` scores are recomputed in backward), trading compute for memory. Same values.
+        train_chunk_size: reference training path only (see ``fused_threshold``). ``0`` (default): training
+            holds the full ``(N, K)`` soft assignment for backward; ``> 0``: training processes chunks of this
+            many tokens under activation checkpointing (the ``(chunk, K)`` scores are recomputed in backward),
+            trading compute for memory. Same values.
+        fused_threshold: a call with ``N * K >= fused_threshold`` (``N`` tokens, ``K`` codes) trains, and
+            computes its eval losses, through the fused kernel of :mod:`.attention_fused`: tiles over tokens
+            and codes with an online softmax, only per-token statistics kept, scores recomputed in
+            backward; memory independent of ``N * K``, same values and gradients as the reference path up
+            to float rounding. ``0``: always; ``None``: never (the reference path).
 
     Training needs the soft assignment (it is what the gradient flows through).
     Eval output equals :meth:`indices_to_codes` bit for bit, and eval indices equal the argmax of the full
@@ -176,6 +187,7 @@ class AttentionQuantizer(BaseQuantizer):
         init_kmeans_iters: int = 0,
         init_min_usage: float = 0.0,
         rms_norm_eps: float | None = None,
+        fused_threshold: int | None = FUSED_TRAIN_ELEMENTS,
     ):
         super().__init__()
         if dim < 1 or codebook_size < 1:
@@ -188,6 +200,8 @@ class AttentionQuantizer(BaseQuantizer):
             raise ValueError(f"entropy_temperature must be > 0; got {entropy_temperature}")
         if train_chunk_size < 0:
             raise ValueError(f"train_chunk_size must be >= 0 (0 = no chunking); got {train_chunk_size}")
+        if fused_threshold is not None and fused_threshold < 0:
+            raise ValueError(f"fused_threshold must be >= 0 (0 = always fused) or None (never); got {fused_threshold}")
         if chunk_size is not None and chunk_size < 0:
             raise ValueError(f"chunk_size must be >= 0 (0 = all tokens at once); got {chunk_size}")
         _check_init_options(init, init_sharpness, init_kmeans_iters, init_min_usage)
@@ -209,6 +223,7 @@ class AttentionQuantizer(BaseQuantizer):
         self.chunk_size = None if chunk_size is None else int(chunk_size)
         self.eval_losses = bool(eval_losses)
         self.train_chunk_size = int(train_chunk_size)
+        self.fused_threshold = None if fused_threshold is None else int(fused_threshold)
         self.scale = 1.0 / math.sqrt(self.hidden_dim)
 
         self.embedding = nn.Parameter(torch.randn(self.codebook_size, self.codebook_dim) * init_std)  # (K, D)
@@ -371,6 +386,9 @@ class AttentionQuantizer(BaseQuantizer):
         parameter's storage and version counter, so an optimizer step, ``load_state_dict`` or ``.to()``
         invalidates it.
         """
+        if torch.compiler.is_compiling():  # traced graphs compute them in the graph, unless constant_keys
+            constant = self.__dict__.get("_constant_keys")
+            return self.keys() if constant is None else constant
         params = [p for p in (self.embedding, self.k_proj.weight, self.k_proj.bias, self.k_norm.weight) if p is not None]
         stamp = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
         cached = getattr(self, "_keys_cache", None)
@@ -378,6 +396,18 @@ class AttentionQuantizer(BaseQuantizer):
             cached = (stamp, self.keys())
             self._keys_cache = cached
         return cached[1]
+
+    @contextlib.contextmanager
+    def constant_keys(self):
+        """Inside the block, a traced graph (export) takes the eval keys as a constant computed here, in
+        eager PyTorch, instead of computing them in the graph: the exported search then scores against the
+        same bits as the eager one. (Another runtime's projection and RMSNorm can round two identical
+        codebook rows differently, which changes which of two identical codes wins the argmax.)"""
+        self._constant_keys = self._eval_keys().detach().clone()
+        try:
+            yield
+        finally:
+            self._constant_keys = None
 
     def values(self) -> torch.Tensor:
         """``(K, C)`` values: every code mapped into latent space."""
@@ -416,10 +446,21 @@ class AttentionQuantizer(BaseQuantizer):
             ent, probs = logits.new_zeros(()), logits.new_zeros(self.codebook_size)
         return logits.argmax(dim=-1), z_soft, st, ent, probs
 
+    def _fused(self, n: int) -> bool:
+        """Whether ``n`` tokens take the fused kernel (``fused_threshold``)."""
+        return self.fused_threshold is not None and n * self.codebook_size >= self.fused_threshold
+
+    def _fused_assign(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor):
+        """:meth:`_soft_assign` through the tiled kernel of :mod:`.attention_fused` (same outputs)."""
+        return fused_soft_assign(queries, keys, values, self.scale, self.entropy_temperature, bool(self.entropy_weight))
+
     def _train_assign(self, f: torch.Tensor):
-        """:meth:`_soft_assign` over all ``(N, C)`` features, chunked + checkpointed if ``train_chunk_size``."""
+        """:meth:`_soft_assign` over all ``(N, C)`` features: fused above ``fused_threshold``, else whole or in
+        ``train_chunk_size`` chunks under activation checkpointing."""
         queries, keys, values = self.queries(f), self.keys(), self.values()
         n, chunk = f.shape[0], self.train_chunk_size
+        if self._fused(n):
+            return self._fused_assign(queries, keys, values)
         if chunk <= 0 or chunk >= n:
             return self._soft_assign(queries, keys, values)
         parts = [
@@ -440,26 +481,29 @@ class AttentionQuantizer(BaseQuantizer):
         """
         n = f.shape[0]
         queries, keys = self.queries(f), self._eval_keys()  # (N, hidden), (K, hidden)
-        values = self.values() if with_losses else None  # (K, C)
         chunk = max(1, self._eval_chunk(n))
+        if not with_losses:  # argmax is unchanged by the positive 1/sqrt(hidden): skip that pass over the scores
+            return {"indices": attention_argmax(queries, keys, chunk)}
+        values = self.values()  # (K, C)
+        if self._fused(n):
+            idx, z_soft, _, ent, probs = self._fused_assign(queries, keys, values)
+            soft_sse = (z_soft.float() - f.float()).pow(2).sum()
+            return {"indices": idx, "soft_sse": soft_sse, "sample_entropy_sum": ent.float(), "prob_sum": probs.float()}
         out: dict[str, torch.Tensor] = {"indices": torch.empty(n, dtype=torch.long, device=f.device)}
-        if with_losses:
-            out["soft_sse"] = f.new_zeros((), dtype=torch.float32)
-            out["sample_entropy_sum"] = f.new_zeros((), dtype=torch.float32)
-            out["prob_sum"] = f.new_zeros(self.codebook_size, dtype=torch.float32)
+        out["soft_sse"] = f.new_zeros((), dtype=torch.float32)
+        out["sample_entropy_sum"] = f.new_zeros((), dtype=torch.float32)
+        out["prob_sum"] = f.new_zeros(self.codebook_size, dtype=torch.float32)
         for start in range(0, n, chunk):
             q_chunk = queries[start : start + chunk]  # (n_c, hidden)
-            if with_losses:
-                idx, z_soft, _, ent, probs = self._soft_assign(q_chunk, keys, values)
-                out["soft_sse"] += (z_soft.float() - f[start : start + chunk].float()).pow(2).sum()
-                out["sample_entropy_sum"] += ent
-                out["prob_sum"] += probs
-            else:  # argmax is unchanged by the positive 1/sqrt(hidden): skip that pass over the scores
-                idx = (q_chunk @ keys.t()).argmax(dim=-1)  # (n_c, K) scores -> (n_c,)
+            idx, z_soft, _, ent, probs = self._soft_assign(q_chunk, keys, values)
+            out["soft_sse"] += (z_soft.float() - f[start : start + chunk].float()).pow(2).sum()
+            out["sample_entropy_sum"] += ent
+            out["prob_sum"] += probs
             out["indices"][start : start + chunk] = idx
         return out
 
     # -- forward ------------------------------------------------------------------------------------
+    @autocast_off
     def forward(self, z: torch.Tensor, with_losses: bool | None = None) -> QuantizerOutput:
         """``(B, C, H, W)`` -> :class:`QuantizerOutput` with one ``(B, H, W)`` index map; eval losses when
         ``with_losses`` (``None``: ``eval_losses``)."""

@@ -34,6 +34,25 @@ QUANTIZER_REGISTRY: dict[str, type[BaseQuantizer]] = {}
 INIT_RESTART_ROUNDS = 3
 
 
+def autocast_off(forward):
+    """Decorator of a quantizer's ``forward``: under autocast it runs with autocast off, on its input cast to
+    the quantizer's parameter dtype (float32 for a float32 model under mixed precision).
+
+    A half-precision code search flips near-tie argmaxes over a large codebook, and in a residual stack a
+    flipped code changes every later level's input; the quantizer is a few percent of a tokenizer's cost.
+    """
+
+    @functools.wraps(forward)
+    def wrapped(self, z, *args, **kwargs):
+        if not isinstance(z, torch.Tensor) or not torch.is_autocast_enabled(z.device.type):
+            return forward(self, z, *args, **kwargs)
+        dtype = next((p.dtype for p in self.parameters()), z.dtype)
+        with torch.autocast(z.device.type, enabled=False):
+            return forward(self, z.to(dtype), *args, **kwargs)
+
+    return wrapped
+
+
 def register_quantizer(name: str):
     """Class decorator: make a quantizer buildable from the config string ``name``."""
 

@@ -8,11 +8,11 @@ one codebook by default. Token layout: level-major, each level row-major, ``N = 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .base import register_quantizer
 from .residual import StackedQuantizer
@@ -25,9 +25,36 @@ FLUX_SCALES = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)  # 32x32 latents (FLUX VAE, 8x 
 def scaled_size(scale: int, reference: int, size: int) -> int:
     """Side of a level for a latent side ``size``: ``round(scale * size / reference)``, at least 1.
 
-    Rounds half up (not Python's half-to-even) so the layout does not depend on parity.
+    Rounds half up (not Python's half-to-even) so the layout does not depend on parity. Integer
+    arithmetic, ``floor((2 scale size + reference) / (2 reference))``, so that a symbolic ``size``
+    (``torch.export`` with a dynamic image size) stays an integer expression.
     """
-    return max(1, math.floor(scale * size / reference + 0.5))
+    if scale == reference:
+        return size
+    return max(1, (2 * scale * size + reference) // (2 * reference))
+
+
+def _same_size(x: torch.Tensor, size: tuple[int, int]) -> bool:
+    """``x``'s spatial size is ``size``; symbolic sizes (export) count only when provably equal."""
+    return all(statically_known_true(a == b) for a, b in zip(x.shape[-2:], size))
+
+
+def _area_matrix(out_size: int, in_size: int, like: torch.Tensor) -> torch.Tensor:
+    """``(out, in)`` matrix of adaptive average pooling: row ``j`` averages inputs
+    ``[floor(j in / out), ceil((j + 1) in / out))``, the windows of ``F.interpolate(mode="area")``."""
+    j = torch.arange(out_size, device=like.device)
+    t = torch.arange(in_size, device=like.device)
+    start, end = (j * in_size) // out_size, ((j + 1) * in_size + out_size - 1) // out_size  # (out,)
+    inside = (t[None, :] >= start[:, None]) & (t[None, :] < end[:, None])  # (out, in)
+    return inside.to(like.dtype) / (end - start).to(like.dtype)[:, None]
+
+
+def area_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.interpolate(x, size, mode="area")`` as two matrix products ``A_h x A_w^T`` (equal up to float
+    rounding); used when exporting, where the sizes may be symbolic."""
+    rows = _area_matrix(size[0], x.shape[-2], x)  # (h, H)
+    cols = _area_matrix(size[1], x.shape[-1], x)  # (w, W)
+    return rows @ x @ cols.t()  # (B, C, h, w)
 
 
 @register_quantizer("multiscale")
@@ -75,12 +102,14 @@ class MultiScaleResidualQuantizer(StackedQuantizer):
         return [(scaled_size(s, ref, height), scaled_size(s, ref, width)) for s in self.scales]
 
     def _down(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        if tuple(x.shape[-2:]) == tuple(size):
+        if _same_size(x, size):  # the top level: area resampling to the same size is the identity
             return x
+        if torch.compiler.is_exporting():  # ONNX has no adaptive pooling for sizes known only at run time
+            return area_resize(x, size)
         return F.interpolate(x, size=size, mode="area")
 
     def _up(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        if tuple(x.shape[-2:]) == tuple(size):
+        if _same_size(x, size):  # bicubic resampling to the same size is the identity too
             return x
         return F.interpolate(x, size=size, mode="bicubic", align_corners=False)
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import INIT_RESTART_ROUNDS, BaseQuantizer, build_quantizer, register_quantizer
+from .base import INIT_RESTART_ROUNDS, BaseQuantizer, autocast_off, build_quantizer, register_quantizer
 from .layout import to_tokens
 from .output import QuantizerOutput
 from .stats import UsageTracker, batch_stats
@@ -90,7 +90,9 @@ class StackedQuantizer(BaseQuantizer):
         if len(indices) != self.num_levels:
             raise ValueError(f"expected {self.num_levels} levels of indices, got {len(indices)}")
         full = tuple(indices[-1].shape[-2:])  # the last level is always the full (H, W) latent
-        for level, (idx, shape) in enumerate(zip(indices, self.level_shapes(*full))):
+        # an exported graph (ONNX) takes every level's size as an independent dimension: no check there
+        levels = [] if torch.compiler.is_exporting() else list(zip(indices, self.level_shapes(*full)))
+        for level, (idx, shape) in enumerate(levels):
             if tuple(idx.shape[-2:]) != shape:
                 raise ValueError(
                     f"indices of level {level} have size {tuple(idx.shape[-2:])}; a {full} latent needs {shape}"
@@ -206,6 +208,7 @@ class StackedQuantizer(BaseQuantizer):
             if not restarted:
                 break
 
+    @autocast_off
     def forward(self, z: torch.Tensor, with_losses: bool | None = None) -> QuantizerOutput:
         """``(B, C, H, W)`` -> :class:`QuantizerOutput` with one ``(B, h_l, w_l)`` index map per level;
         ``with_losses`` goes to every level (see :class:`~.base.BaseQuantizer`)."""

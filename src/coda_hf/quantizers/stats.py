@@ -111,7 +111,8 @@ def perplexity_from_indices(indices: torch.Tensor, codebook_size: int) -> torch.
         return torch.zeros((), dtype=torch.float32, device=flat.device)
     counts = torch.bincount(flat, minlength=codebook_size)  # (K,)
     mean_log_count = counts[flat].float().log().mean()
-    return (math.log(flat.numel()) - mean_log_count).exp()
+    # clamped to its range [1, K]: float32 rounding put a uniform batch at K + 6e-6
+    return (math.log(flat.numel()) - mean_log_count).exp().clamp(1.0, float(codebook_size))
 
 
 def batch_stats(indices: list[torch.Tensor], codebook_size: int, quant_error: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -105,7 +105,9 @@ class TrainingConfig(Settings):
     output_dir: str = option("coda-tokenizer", "model, checkpoints and logs go here (one live trainer at a time)")
     seed: int = option(0, "random seed")
     train_batch_size: int = option(8, "batch size per process")
-    max_train_steps: int | None = option(None, "optimiser steps; none: num_train_epochs x steps per epoch")
+    max_train_steps: int | None = option(None, "optimiser steps; none: num_train_epochs x steps per epoch; 0: no "
+                                               "update, a training-free tokenizer (a data-dependent quantizer such "
+                                               "as 'quantile' measured on data_init_images images) is saved")  # fmt: skip
     num_train_epochs: int = option(1, "epochs (ignored when max_train_steps is set)")
     mixed_precision: str = option("no", "no | fp16 | bf16")
     cpu: bool = option(False, "force CPU (also ACCELERATE_USE_CPU=true)")
@@ -148,8 +150,10 @@ class TrainingConfig(Settings):
                      "resolution", "num_train_epochs", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
-        if self.max_train_steps is not None and self.max_train_steps < 1:
-            raise ValueError(f"max_train_steps must be >= 1; got {self.max_train_steps}")
+        if self.max_train_steps is not None and self.max_train_steps < 0:
+            raise ValueError(f"max_train_steps must be >= 0 (0: no update, a training-free tokenizer); got {self.max_train_steps}")
+        if self.max_train_steps == 0 and self.model == "vae":
+            raise ValueError("max_train_steps 0 saves a training-free tokenizer; a continuous VAE from scratch needs training")
         if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
             raise ValueError(f"checkpoints_total_limit must be >= 1; got {self.checkpoints_total_limit}")
         if not 0.0 < self.crop_scale_min <= 1.0:

@@ -138,6 +138,11 @@ class TokenizerTrainer(Trainer):
             self.batches = TrainBatches(config, self.transform, rank=accelerator.process_index,
                                         world_size=accelerator.num_processes)  # fmt: skip
         self.total_steps = self._total_steps()
+        if self.total_steps == 0:  # training-free: nothing to optimise, the model is measured and saved
+            self.model = self.raw_model = model.to(accelerator.device)  # no DDP: it refuses a module without gradients
+            self.opt_g = self.sched_g = self.disc_raw = self.last_layer = None
+            self.gen_params = []
+            return
         self._build_optimizers(model, disc)
         if disc is not None:
             self.model, self.opt_g, self.disc, self.opt_d = accelerator.prepare(model, self.opt_g, disc, self.opt_d)
@@ -195,6 +200,9 @@ class TokenizerTrainer(Trainer):
                                         world_size=accelerator.num_processes)  # fmt: skip
             used = data_initialize(self.raw_model, init_batches, config.data_init_images, accelerator.device, config.seed)
             logger.info("quantizer codebook initialised from %d training images per process", used)
+        if self.total_steps == 0 and getattr(getattr(self.raw_model, "quantizer", None), "needs_data_init", False):
+            raise ValueError("max_train_steps 0 with a data-dependent quantizer needs data_init_images > 0: without a "
+                             "training batch nothing else measures it")  # fmt: skip
         hparams = {k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))}
         self.init_trackers(config.tracker_project_name, hparams)
         if config.log_sample_ids:

@@ -118,6 +118,7 @@ class MaskGitTrainingConfig(Settings):
     hidden_size: int = option(_prior("hidden_size"), "prior width")
     num_hidden_layers: int = option(_prior("num_hidden_layers"), "prior depth")
     num_attention_heads: int = option(_prior("num_attention_heads"), "prior attention heads")
+    intermediate_size: int | None = option(_prior("intermediate_size"), "prior MLP width (none: 4 x hidden_size)")
     dropout: float = option(_prior("hidden_dropout_prob"), "prior hidden and attention dropout")
     num_classes: int | None = option(None, "number of classes (default: from the data)")
     # objective and sampling
@@ -275,7 +276,7 @@ class MaskGitTrainer(Trainer):
             level_shapes=[list(s) for s in self.tokenizer.level_shapes(config.resolution, config.resolution)],
             codebook_size=int(self.tokenizer.codebook_size), num_classes=num_classes, hidden_size=config.hidden_size,
             num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
-            hidden_dropout_prob=config.dropout, attention_dropout_prob=config.dropout,
+            intermediate_size=config.intermediate_size, hidden_dropout_prob=config.dropout, attention_dropout_prob=config.dropout,
         )  # fmt: skip
 
     def after_resume(self) -> None:

@@ -144,7 +144,9 @@ def data_initialize(
             latents.append(model.encode_latents(images))  # (b, C, h, w)
             seen += images.shape[0]
         generator = None if seed is None else torch.Generator().manual_seed(int(seed))
-        quantizer.initialize(torch.cat(latents), generator)
+        latents = torch.cat(latents)
+        # what the quantizer sees: the latents, or their tiles (latent_tile_size)
+        quantizer.initialize(model.quantizer_input(latents) if hasattr(model, "quantizer_input") else latents, generator)
     finally:
         model.train(was_training)
     return seen

@@ -1,0 +1,189 @@
+"""benchmarks/reproduce.py's equal-bits configuration (benchmarks/fair_plan.py, fair_report.py, plot_frontier.py):
+the plan, the choices on validation, the report's mean +- std and claims, and the whole 2-step smoke run (slow)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def repro(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # fair_plan / fair_report import their siblings
+    spec = importlib.util.spec_from_file_location("reproduce", BENCHMARKS / "reproduce.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "reproduce", module)
+    for sibling in ("fair_plan", "fair_report", "plot_frontier"):
+        monkeypatch.delitem(sys.modules, sibling, raising=False)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _bits_per_pixel(config: dict, tile: int) -> float:
+    """tokens x log2(codebook) / pixels of a training stage's model, from its quantizer and widths."""
+    from coda_hf.quantizers import build_quantizer
+
+    spec = dict(config["quantizer"])
+    factor = 2 ** (len(config["model_kwargs"].get("block_out_channels", [0, 0, 0])) - 1)
+    q = build_quantizer(spec.pop("name"), dim=16, **spec)
+    return q.num_tokens(tile // factor, tile // factor) * math.log2(q.codebook_size) / tile**2
+
+
+def test_every_main_row_spends_two_bits_per_pixel_and_choices_precede_the_eval(repro, tmp_path):
+    hw = repro.CONFIGS["cpu-latent16-fair"]
+    plan = {s.name: s for s in repro.build_plan(tmp_path, "cpu-latent16-fair", tmp_path / "debs")}
+    names = list(plan)
+    assert plan["data"].command[-2:] == ["--validation-fraction", "0.15"]
+    assert plan["vae-1x"].config["max_train_steps"] == 2400 and plan["vae-4x"].config["max_train_steps"] == 9600
+    rates = {plan[f"coda-4x-lr{r:g}"].config["learning_rate"] for r in hw["lora_rates"]}
+    assert rates == set(hw["lora_rates"])
+    coda = plan["coda-4x-lr0.001"].config
+    assert coda["pretrained_vae"].endswith("runs/vae-4x") and coda["max_train_steps"] == 200 and coda["seed"] == 0
+    ptq = plan["ptq-1x-quantile"].config
+    assert ptq["max_train_steps"] == 0 and ptq["quantizer"] == {"name": "quantile", "bins": 4, "distribution": "empirical",
+                                                                 "refine_iters": 0}  # fmt: skip
+    screen = plan["msvqgan-screen-base"].config
+    assert screen["max_train_steps"] == 400 and screen["quantizer"]["quantizer_kwargs"]["restart_after"] == 20
+    assert plan["msvqgan-screen-lr3e-3"].config["learning_rate"] == 3e-3
+    assert plan["msvqgan-screen-ema"].config["quantizer"]["quantizer_kwargs"]["use_ema"] is True
+    bpp = {name: _bits_per_pixel(plan[name].config, 64) for name in ("coda-4x-lr0.001", "ptq-1x-quantile", "msvqgan-screen-base")}
+    assert bpp == pytest.approx({"coda-4x-lr0.001": 680 * 12 / 4096, "ptq-1x-quantile": 2.0, "msvqgan-screen-base": 680 * 12 / 4096})
+    # rows that wait for a choice have no config until it is made; then they take it
+    with pytest.raises(FileNotFoundError, match="select-msvqgan"):
+        plan["vqgan-f2-s0"].make_config()
+    selection = tmp_path / "selection"
+    selection.mkdir()
+    (selection / "msvqgan-screen.json").write_text(json.dumps({"chosen": ["lr3e-3", "base"]}))
+    (selection / "msvqgan.json").write_text(json.dumps({"chosen": "final1"}))
+    f2 = plan["vqgan-f2-s1"].make_config()
+    assert f2["seed"] == 1 and f2["learning_rate"] == 3e-3 and f2["max_train_steps"] == 1200
+    assert f2["model_kwargs"]["block_out_channels"] == [32, 64] and _bits_per_pixel(f2, 64) == 2.0
+    assert plan["msvqgan-final2"].make_config()["learning_rate"] == 1e-3  # the second best of the screen, at 6N
+    evals = [i for i, n in enumerate(names) if n.startswith("eval-")]
+    choices = [i for i, n in enumerate(names) if not n.startswith("eval-") and n != "report"]
+    assert max(choices) < min(evals) and names[-1] == "report"
+    assert {"eval-coda-4x-s0", "eval-coda-4x-s2", "eval-vqgan-f2-s2", "eval-ptq-1x-b8", "eval-vae-1x"} <= set(names)
+    assert "--split" in plan["val-coda-4x-lr0.001"].command and "validation" in plan["val-coda-4x-lr0.001"].command
+    assert plan["eval-coda-4x-s0"].command[plan["eval-coda-4x-s0"].command.index("--split") + 1] == "eval"
+    assert repro.main(["--workdir", str(tmp_path / "w"), "--config", "cpu-latent16-fair", "--dry-run",
+                       "--only", "msvqgan-*", "vqgan-f2-*"]) == 0  # fmt: skip
+
+
+def test_photos_without_a_validation_split_are_refused(repro, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "manifest.json").write_text(json.dumps({"config": {"sources": ["opencv-doc", "skimage"]},
+                                                      "groups": {"train": ["a"], "eval": ["b"]}}))  # fmt: skip
+    with pytest.raises(ValueError, match="has no validation split"):
+        repro.build_plan(tmp_path, "cpu-latent16-fair", tmp_path, photos=photos)
+
+
+def _metrics(psnr: float, fd: float, bpp: float = 2.0) -> str:
+    return json.dumps({"psnr": psnr, "ssim": 0.7, "fd_effnet": fd, "bits_per_pixel": bpp, "utilization": 1.0})
+
+
+def test_select_reads_the_validation_split_and_links_the_best_run(repro, tmp_path):
+    import fair_plan
+
+    for run, psnr, fd in (("c-a", 20.0, 150.0), ("c-b", 21.0, 160.0), ("c-c", 21.0, 140.0)):
+        (tmp_path / "validation" / run).mkdir(parents=True)
+        (tmp_path / "validation" / run / "metrics.json").write_text(_metrics(psnr, fd))
+        (tmp_path / "runs" / run).mkdir(parents=True)
+        (tmp_path / "eval" / run).mkdir(parents=True)
+        (tmp_path / "eval" / run / "metrics.json").write_text(_metrics(99.0 if run == "c-a" else 1.0, 1.0))  # never read
+    fair_plan.select(tmp_path, "c", {"a": "c-a", "b": "c-b", "c": "c-c"}, "c-s0")
+    record = json.loads((tmp_path / "selection" / "c.json").read_text())
+    assert record["chosen"] == "c" and record["ranking"] == ["c", "b", "a"]  # PSNR, then the lower FD-EffNet
+    assert (tmp_path / "runs" / "c-s0").resolve() == (tmp_path / "runs" / "c-c").resolve()
+    fair_plan.select(tmp_path, "top", {"a": "c-a", "b": "c-b", "c": "c-c"}, None, keep=2)
+    assert json.loads((tmp_path / "selection" / "top.json").read_text())["chosen"] == ["c", "b"]
+
+
+def test_report_gives_mean_std_over_seeds_and_claims_only_beyond_the_noise(repro, tmp_path):
+    import fair_report
+
+    hw = repro.CONFIGS["smoke-fair"]
+    figures = {"coda-1x": [(22.0, 100.0), (22.2, 104.0)], "msvqgan": [(21.0, 110.0), (21.4, 150.0)],
+               "vqgan-f2": [(22.1, 90.0), (22.3, 92.0)], "ptq-1x": [(18.0, 200.0), (18.0, 201.0)]}  # fmt: skip
+    for row, values in figures.items():
+        for seed, (psnr, fd) in enumerate(values):
+            out = tmp_path / "eval" / f"{row}-s{seed}"
+            out.mkdir(parents=True)
+            (out / "metrics.json").write_text(_metrics(psnr, fd, 1.99 if row != "vqgan-f2" else 2.0))
+    (tmp_path / "eval" / "vae-1x").mkdir(parents=True)
+    (tmp_path / "eval" / "vae-1x" / "metrics.json").write_text(json.dumps({"psnr": 23.0, "fd_effnet": 80.0}))
+    results = fair_report.write_report(tmp_path, hw)
+    coda = results["rows"]["coda-1x"]
+    assert coda["psnr"] == pytest.approx(22.1) and coda["psnr_std"] == pytest.approx(math.sqrt(0.02))
+    assert coda["seeds_done"] == 2 and not coda["missing"]
+    assert results["rows"]["ptqlora-1x"]["missing"] == ["ptqlora-1x-s0", "ptqlora-1x-s1"]
+    c = results["comparisons"]
+    assert c["coda-1x vs msvqgan"]["psnr"]["verdict"] == "A"  # +0.9 dB against a combined std of 0.32
+    assert c["coda-1x vs msvqgan"]["fd_effnet"]["verdict"] == "within noise"  # -28 against 28.4: within the noise
+    assert c["coda-1x vs vqgan-f2"]["psnr"]["verdict"] == "within noise" and c["coda-1x vs vqgan-f2"]["matched_bpp"]
+    assert c["coda-1x vs vqgan-f2"]["fd_effnet"]["verdict"] == "B"
+    assert c["coda-1x vs ptqlora-1x"]["verdict"] == "missing"
+    report = (tmp_path / "results.md").read_text()
+    assert "| coda-1x | 1x | 1.990 | 2/2 | 22.10 +- 0.14 |" in report and "0/2 (missing)" in report
+    import plot_frontier
+
+    assert plot_frontier.plot(results, tmp_path / "f.png").stat().st_size > 1000
+
+
+def _in_process(command: list[str]) -> None:
+    """A stage's command (``train_tokenizer.py --config F`` or ``python -m coda_hf.cli ...``) in this process.
+    The commands themselves, as subprocesses, are what test_data_prep's smoke run of reproduce.py runs."""
+    from accelerate.state import AcceleratorState
+
+    from coda_hf.cli import main as cli_main
+    from coda_hf.training import main as train_main
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        if command[1:3] == ["-m", "coda_hf.cli"]:
+            assert cli_main(command[3:]) == 0
+        else:
+            assert command[1].endswith("train_tokenizer.py")
+            train_main(command[2:])
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.mark.slow
+def test_smoke_fair_runs_every_stage_and_reports(repro, tmp_path, monkeypatch):
+    """The whole equal-bits plan, 2 steps per stage, on generated tiles with a validation split."""
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    from coda_hf.data.shards import encode_png, write_parquet_shards
+
+    photos = tmp_path / "photos"
+    rng = np.random.default_rng(0)
+    features = datasets.Features({"image": datasets.Image()})
+    for split, n in (("train", 8), ("validation", 3), ("eval", 3)):
+        tiles = [encode_png(Image.fromarray((rng.random((32, 32, 3)) * 255).astype("uint8"))) for _ in range(n)]
+        write_parquet_shards({"image": tiles}, features, photos / "tiles32", split, num_shards=1)
+    (photos / "manifest.json").write_text("{}")
+    work = tmp_path / "work"
+    argv = ["--workdir", str(work), "--config", "smoke-fair", "--photos", str(photos), "--vae-photos", str(photos)]
+    monkeypatch.setattr(repro, "run_stage_command", _in_process)  # ~45 stages: no interpreter start for each
+    assert repro.main(argv) == 0
+    results = json.loads((work / "results.json").read_text())
+    for row in ("coda-1x", "ptq-1x", "ptqlora-1x", "msvqgan", "vqgan-f2"):
+        assert results["rows"][row]["seeds_done"] == 2 and results["rows"][row]["bits_per_pixel"] > 0, row
+    assert results["rows"]["ptq-1x"]["train_steps"] == 0 and results["rows"]["msvqgan"]["train_steps"] == 12
+    assert all(row["seeds_done"] == 1 for row in results["frontier"].values())
+    assert set(results["selections"]) == {"coda-1x", "ptq-1x", "ptqlora-1x", "msvqgan-screen", "msvqgan"}
+    assert (work / "frontier.png").is_file() and (work / "report-complete.json").is_file()
+    invocation = json.loads((work / "invocations.json").read_text())[0]
+    assert invocation["torch_threads"] >= 1 and "omp_num_threads" in invocation
+    stages = repro.build_plan(work, "smoke-fair", work, photos=photos, vae_photos=photos)
+    assert repro.run_plan(stages, work) == []  # a second invocation finds everything done
