@@ -417,8 +417,8 @@ def test_cli_prepare_photos_skimage_only(tmp_path):
     assert len(manifest["groups"]["eval"]) == 2  # round(0.3 * 6 skimage scenes)
     assert load_image_shards(tmp_path / "out" / "tiles32", "eval").num_shards == 2
     assert "validation" not in manifest["groups"]
-    code = cli_main([
-        "data", "prepare-photos", "--out", str(tmp_path / "val"), "--cache", str(tmp_path / "cache"),
+    code = prepare_data_main([
+        "prepare-photos", "--out", str(tmp_path / "val"), "--cache", str(tmp_path / "cache"),
         "--sources", "skimage", "--tile-sizes", "32", "--levels", "1", "--eval-fraction", "0.3", "--seed", "1",
         "--validation-fraction", "0.2", "--validation-shards", "1",
     ])
