@@ -14,7 +14,11 @@ the distance of each decoder from a float64 eager decode (which of the two is ne
 encode / decode time of both (best of ``--repeats``, interleaved, ``--clock``, ONNX Runtime with as many
 intra-op threads as PyTorch) and their ratio.
 
+``--model photos-coda`` (a bundled model's name, or a saved tokenizer directory) measures a TRAINED tokenizer
+instead, as ``coda-hf export onnx`` loads it, on the package's four held-out 256 px demo photos.
+
     OMP_NUM_THREADS=1 python benchmarks/bench_onnx.py --clock cpu --float64
+    OMP_NUM_THREADS=1 python benchmarks/bench_onnx.py --clock cpu --float64 --model photos-coda
 """
 
 from __future__ import annotations
@@ -38,12 +42,28 @@ from coda_hf.onnx_export import export_onnx, onnx_sessions, verify_onnx  # noqa:
 
 def run(args, output_dir: str) -> dict:
     torch.set_num_threads(args.threads)
-    model = data_initialised_model(args.codebook_size, args.resolution, args.init_crops, merged=not args.unmerged)
+    if args.model:
+        model, x = trained_model_and_photos(args.model)
+    else:
+        model = data_initialised_model(args.codebook_size, args.resolution, args.init_crops, merged=not args.unmerged)
+        x = photo_crops(args.resolution, args.eval_crops, 1)
     start = time.perf_counter()
     export_onnx(model, output_dir)
     export_s = time.perf_counter() - start
-    report = measure(model, output_dir, photo_crops(args.resolution, args.eval_crops, 1), args)
+    report = measure(model, output_dir, x, args)
     return {"config": vars(args), "export_s": export_s, **report}
+
+
+def trained_model_and_photos(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    """A saved tokenizer (a bundled model's name, e.g. ``photos-coda``, or a directory) as loaded by
+    ``coda-hf export onnx``, and the package's held-out demo photos ``(4, 3, 256, 256)`` in ``[-1, 1]``."""
+    from coda_hf.bundled import bundled_model, bundled_models, bundled_photos
+    from coda_hf.image_io import load_image, pil_to_tensor
+    from coda_hf.models.loading import load_tokenizer
+
+    path = bundled_model(name) if name in bundled_models() else name
+    images = torch.stack([pil_to_tensor(load_image(str(p))) for p in bundled_photos()])
+    return load_tokenizer(path).eval(), images
 
 
 def measure(model, output_dir: str, x: torch.Tensor, args) -> dict:
@@ -81,9 +101,10 @@ def measure(model, output_dir: str, x: torch.Tensor, args) -> dict:
 
 def format_report(r: dict) -> str:
     cfg = r["config"]
+    what = (f"model {cfg['model']}" if cfg.get("model") else f"{cfg['codebook_size']} codes, LoRA "
+            f"{'unmerged' if cfg['unmerged'] else 'merged'}")  # fmt: skip
     lines = [
-        f"# {r['images']} photo crops at {cfg['resolution']} px, {cfg['codebook_size']} codes, LoRA "
-        f"{'unmerged' if cfg['unmerged'] else 'merged'}, torch {torch.__version__}, {cfg['threads']} thread(s), "
+        f"# {r['images']} photos at {cfg['resolution'] if not cfg.get('model') else 256} px, {what}, torch {torch.__version__}, {cfg['threads']} thread(s), "
         f"{cfg['clock']} clock, best of {cfg['repeats']}; export took {r['export_s']:.0f} s (wall)",
         f"# token ids equal: {100 * r['token_agreement']:.3f}% of positions; images: max |ONNX - eager| = "
         f"{r['max_abs_image_diff']:.2e}",
@@ -101,6 +122,9 @@ def format_report(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default=None,
+                   help="a trained tokenizer instead of the random-weight FLUX architecture: a bundled model's name "
+                        "(e.g. photos-coda) or a saved directory; compared on the bundled held-out photos")  # fmt: skip
     p.add_argument("--codebook-size", type=int, default=65536)
     p.add_argument("--resolution", type=int, default=256)
     p.add_argument("--init-crops", type=int, default=4, help="crops per photo for the codebook initialisation")

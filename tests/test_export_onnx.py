@@ -98,6 +98,45 @@ def test_split_token_ids_follows_the_level_rule_and_names_bad_input():
         split_token_ids(enc.token_ids.numpy()[:, :-1], (17, 13), [1, 2, 4])
 
 
+def tiled_coda():
+    model = tiny_coda()
+    model.register_to_config(latent_tile_size=4)  # f = 2: 8 px tiles (what train_bundled.py does)
+    return model
+
+
+def test_split_token_ids_of_a_tiled_tokenizer_gives_the_level_mosaics():
+    model = tiled_coda()
+    with torch.no_grad():
+        enc = model.encode(images(2, 24)[:, :, :16, :].contiguous())  # latent (8, 12): 2 x 3 tiles
+    levels = split_token_ids(enc.token_ids.numpy(), (8, 12), [1, 2, 4], 3, latent_tile_size=4)
+    assert [lv.shape[1:] for lv in levels] == [(2, 3), (4, 6), (8, 12)]
+    assert all(np.array_equal(a, b.numpy()) for a, b in zip(levels, enc.indices))
+    with pytest.raises(ValueError, match="does not split into 4 x 4 tiles"):
+        split_token_ids(enc.token_ids.numpy(), (8, 10), [1, 2, 4], 3, latent_tile_size=4)
+
+
+@pytest.mark.slow
+def test_a_tiled_tokenizer_exports_with_dynamic_tile_counts(tmp_path):
+    """``latent_tile_size``: image sides are multiples of the tile's pixels; the level inputs are mosaics."""
+    tiled_coda().save_pretrained(tmp_path / "model")
+    assert main(["export", "onnx", "--model", str(tmp_path / "model"), "--output-dir", str(tmp_path / "onnx"),
+                 "--verify-size", "20"]) == 0  # 20 px -> 16 px: 2 x 2 tiles  # fmt: skip
+    model = CodaVQModel.from_pretrained(tmp_path / "model").eval()
+    config = json.loads((tmp_path / "onnx" / "onnx_config.json").read_text())
+    assert config["latent_tile_size"] == 4
+    x = images(3, 24, seed=3)[:, :, :8, :].contiguous()  # 1 x 3 tiles, a tile count the graphs were not traced at
+    check = verify_onnx(model, tmp_path / "onnx", x)
+    assert check.token_agreement == 1.0 and check.max_abs_image_diff < 1e-4
+    encoder = ort.InferenceSession(str(tmp_path / "onnx" / "encoder.onnx"))
+    decoder = ort.InferenceSession(str(tmp_path / "onnx" / "decoder.onnx"))
+    ids = encoder.run(None, {"pixel_values": x.numpy()})[0]
+    levels = split_token_ids(ids, (4, 12), config["scales"], config["num_levels"], config["latent_tile_size"])
+    recon = decoder.run(None, dict(zip(config["decoder"]["inputs"], levels)))[0]
+    with torch.no_grad():
+        expected = model.decode(model.encode(x).indices)
+    assert np.abs(recon - expected.numpy()).max() < 1e-4
+
+
 def test_area_resize_equals_area_interpolation():
     x = torch.randn(2, 3, 26, 23)
     for size in [(7, 5), (13, 23), (1, 1), (3, 17), (26, 23)]:
@@ -130,6 +169,11 @@ def test_onnx_benchmark_measure_smoke(exported, monkeypatch):
     text = bench.format_report({"config": {"resolution": 32, "codebook_size": 32, "unmerged": False, "threads": 1,
                                            "clock": "cpu", "repeats": 1, "batch": 2}, "export_s": 1.0, **report})
     assert "token ids equal: 100.000%" in text
+    text = bench.format_report({"config": {"model": "photos-coda", "threads": 1, "clock": "cpu", "repeats": 1,
+                                           "batch": 2}, "export_s": 1.0, **report})  # fmt: skip
+    assert "model photos-coda" in text
+    trained, photos = bench.trained_model_and_photos("photos-coda")  # --model: a bundled name
+    assert trained.latent_tile_size == 16 and tuple(photos.shape) == (4, 3, 256, 256)
     with pytest.raises(SystemExit):
         bench.main(["--help"])
 

@@ -53,29 +53,50 @@ class _TokenDecoder(nn.Module):
         self.model = model
 
     def forward(self, *indices: torch.Tensor) -> torch.Tensor:
-        latents = self.model.quantizer.indices_to_codes(list(indices))
+        tile = self.model.latent_tile_size
+        if not tile:
+            latents = self.model.quantizer.indices_to_codes(list(indices))
+        else:  # mosaics (B, nh * h_l, nw * w_l) -> per-tile maps -> tile latents -> the whole latent
+            from .models.latent_tiles import from_mosaic, from_tiles, tile_grid
+
+            grid = tile_grid(*indices[-1].shape[-2:], tile)
+            latents = from_tiles(self.model.quantizer.indices_to_codes([from_mosaic(i, grid) for i in indices]), grid)
         return self.model.decode_latents(latents).clamp(-1.0, 1.0)
 
 
 def level_rule(model: nn.Module) -> dict:
-    """``{"scales", "reference"}`` of a multi-scale quantizer (``None`` scales: every level is ``(h, w)``)."""
+    """``{"scales", "reference", "latent_tile_size"}``: a multi-scale quantizer's scales (``None``: every level
+    is ``(h, w)``) and the tokenizer's latent tile (0: none; else each level is a mosaic of the tiles' maps)."""
     scales = getattr(model.quantizer, "scales", None)
-    return {"scales": None if scales is None else list(scales), "reference": None if scales is None else scales[-1]}
+    return {"scales": None if scales is None else list(scales), "reference": None if scales is None else scales[-1],
+            "latent_tile_size": int(getattr(model, "latent_tile_size", 0))}  # fmt: skip
+
+
+def _level_shapes(h: int, w: int, scales: list[int] | None, num_levels: int) -> list[tuple[int, int]]:
+    """The level rule of the module docstring for an ``(h, w)`` latent (or tile)."""
+    if scales is None:
+        return [(h, w)] * num_levels
+    ref = scales[-1]
+    side = lambda s, n: n if s == ref else max(1, (2 * s * n + ref) // (2 * ref))  # noqa: E731
+    return [(side(s, h), side(s, w)) for s in scales]
 
 
 def split_token_ids(token_ids: np.ndarray, latent_size: tuple[int, int], scales: list[int] | None,
-                    num_levels: int = 1) -> list[np.ndarray]:  # fmt: skip
+                    num_levels: int = 1, latent_tile_size: int = 0) -> list[np.ndarray]:  # fmt: skip
     """``(B, N)`` token ids -> the per-level ``(B, h_l, w_l)`` inputs of ``decoder.onnx`` (numpy only).
 
-    ``scales``: ``onnx_config.json``'s ``scales`` (``None``: ``num_levels`` levels of the full latent size).
+    ``scales``: ``onnx_config.json``'s ``scales`` (``None``: ``num_levels`` levels of the full latent size);
+    ``latent_tile_size``: its ``latent_tile_size`` (``T > 0``: level ``l`` is the ``(h / T, w / T)`` mosaic of
+    one ``T x T`` tile's level).
     """
     h, w = latent_size
-    if scales is None:
-        shapes = [(h, w)] * num_levels
+    if latent_tile_size:
+        if h % latent_tile_size or w % latent_tile_size:
+            raise ValueError(f"a {latent_size} latent does not split into {latent_tile_size} x {latent_tile_size} tiles")
+        nh, nw = h // latent_tile_size, w // latent_tile_size
+        shapes = [(nh * a, nw * b) for a, b in _level_shapes(latent_tile_size, latent_tile_size, scales, num_levels)]
     else:
-        ref = scales[-1]
-        side = lambda s, n: n if s == ref else max(1, (2 * s * n + ref) // (2 * ref))  # noqa: E731
-        shapes = [(side(s, h), side(s, w)) for s in scales]
+        shapes = _level_shapes(h, w, scales, num_levels)
     if token_ids.ndim != 2 or token_ids.shape[1] != sum(a * b for a, b in shapes):
         raise ValueError(f"token_ids of shape {token_ids.shape} do not fit the levels {shapes} of a {latent_size} latent")
     offsets = np.cumsum([0] + [a * b for a, b in shapes])
@@ -92,7 +113,10 @@ def _require(*modules: str) -> None:
 
 
 def _example_latent_side(model: nn.Module) -> int:
-    """The smallest square latent side whose levels all have sides >= 2 (torch.export specialises sizes of 1)."""
+    """The smallest square latent side whose levels all have sides >= 2 (torch.export specialises sizes of 1);
+    with a latent tile, two tiles (the level mosaics are then at least two tiles' maps wide)."""
+    if getattr(model, "latent_tile_size", 0):
+        return 2 * model.latent_tile_size
     for side in range(2, 4097):
         if all(min(shape) >= 2 for shape in model.quantizer.level_shapes(side, side)):
             return side
@@ -108,6 +132,20 @@ class OnnxExport:
     config: str
 
 
+def _dynamic_shapes(model: nn.Module, names: list[str]) -> tuple[dict, list[dict]]:
+    """torch.export dims of ``pixel_values`` and of each level input: batch and image size dynamic; with a
+    latent tile, image sides are ``f * T`` times a tile count and level ``l``'s sides a multiple of it."""
+    f, tile, Dim = model.downsample_factor, model.latent_tile_size, torch.export.Dim  # noqa: N806
+    batch = Dim("batch", min=1, max=4096)
+    if not tile:
+        height, width = Dim("latent_height", min=1, max=4096), Dim("latent_width", min=1, max=4096)
+        return {0: batch, 2: f * height, 3: f * width}, [{0: batch, 1: Dim(f"{n}_height", min=1), 2: Dim(f"{n}_width", min=1)}
+                                                          for n in names]  # fmt: skip
+    nh, nw = Dim("tiles_high", min=1, max=1024), Dim("tiles_wide", min=1, max=1024)
+    shapes = model.quantizer.level_shapes(tile, tile)
+    return {0: batch, 2: f * tile * nh, 3: f * tile * nw}, [{0: batch, 1: h * nh, 2: w * nw} for h, w in shapes]
+
+
 def export_onnx(model: nn.Module, output_dir: str | Path, opset_version: int | None = None) -> OnnxExport:
     """Write ``encoder.onnx``, ``decoder.onnx`` and ``onnx_config.json`` for ``model`` into ``output_dir``.
 
@@ -121,17 +159,13 @@ def export_onnx(model: nn.Module, output_dir: str | Path, opset_version: int | N
     out.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     f, side = model.downsample_factor, _example_latent_side(model)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    height, width = torch.export.Dim("latent_height", min=1, max=4096), torch.export.Dim("latent_width", min=1, max=4096)
     images = torch.zeros(2, model.image_channels, side * f, side * f)
     with torch.no_grad():
         indices = model.encode(images).indices
     names = [f"indices_{level}" for level in range(len(indices))]
-    level_dims = [{0: batch, 1: torch.export.Dim(f"{n}_height", min=1), 2: torch.export.Dim(f"{n}_width", min=1)}
-                  for n in names]  # fmt: skip
+    image_dims, level_dims = _dynamic_shapes(model, names)
     graphs = (
-        (_TokenEncoder(model), (images,), ["pixel_values"], ["token_ids"], ({0: batch, 2: f * height, 3: f * width},),
-         out / ENCODER_FILE),
+        (_TokenEncoder(model), (images,), ["pixel_values"], ["token_ids"], (image_dims,), out / ENCODER_FILE),
         (_TokenDecoder(model), tuple(indices), names, ["images"], (tuple(level_dims),), out / DECODER_FILE),  # *indices: one input
     )  # fmt: skip
     for module, args, inputs, outputs, dims, path in graphs:

@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     onnx.add_argument("--opset", type=int, default=None, help="ONNX opset version (default: the exporter's)")
     onnx.add_argument("--verify-size", type=int, default=64,
                       help="side of the synthetic images of the ONNX Runtime check (rounded down to a multiple "
-                           "of the downsampling factor)")  # fmt: skip
+                           "of the model's size divisor: the downsampling factor, times the latent tile if any)")  # fmt: skip
     onnx.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime check")
     onnx.set_defaults(func=run_onnx)
 
@@ -33,7 +33,7 @@ def _check_images(model, size: int):
     """Two smooth seeded ``(3, size, size)`` images in ``[-1, 1]``."""
     import torch
 
-    f = model.downsample_factor
+    f = model.size_divisor
     side = max(f, size // f * f)
     gen = torch.Generator().manual_seed(0)
     low = torch.rand(2, model.image_channels, max(1, side // 4), max(1, side // 4), generator=gen) * 2 - 1
