@@ -92,14 +92,20 @@ PATCHGAN = {"ndf": 8, "n_layers": 2, "norm": "group", "num_groups": 4}
 
 
 def write_inputs(inputs: Path) -> None:
-    """8 random RGB PNGs in two class folders, and a random tiny AutoencoderKL (the CODA base)."""
+    """8 random RGB PNGs in two class folders, and a random tiny AutoencoderKL (the CODA base).
+
+    The images are 36 x 45 (W x H): resized to a 32 px shorter side, the longer one is exactly 40 px. Before
+    the package had one image path, MaskGIT pre-tokenisation ROUNDED the longer side (``round``) where the
+    one resize policy truncates it (``int``, torchvision's and transformers' rule), so sizes whose longer
+    side is not an integer (e.g. 36 x 40 -> 32 x 35.6) get other pixels by design; this check compares
+    trainers, not that change."""
     from diffusers import AutoencoderKL
 
     rng = np.random.default_rng(0)
     for i in range(8):
         folder = inputs / "images" / ("a" if i % 2 else "b")
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray((rng.random((40, 36, 3)) * 255).astype("uint8")).save(folder / f"{i}.png")
+        Image.fromarray((rng.random((45, 36, 3)) * 255).astype("uint8")).save(folder / f"{i}.png")
     torch.manual_seed(0)
     AutoencoderKL(**TINY_VAE).save_pretrained(inputs / "base_vae")
 
