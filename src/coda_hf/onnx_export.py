@@ -14,6 +14,9 @@ Two graphs, both with a dynamic batch and image size, written by :func:`export_o
 ``onnx_config.json`` records the input and output names, the downsampling factor and the level-size rule
 (``scales``, ``reference``): level ``l`` of an ``(h, w)`` latent has side
 ``max(1, (2 s_l n + S) // (2 S))`` along a side ``n`` (``S = reference``; the last level is ``(h, w)``).
+A tile-wise tokenizer (``latent_tile_size`` ``T > 0``, also recorded) applies the rule to one ``T x T`` tile:
+image sides are multiples of ``T`` times the downsampling factor and each level input is the mosaic of the
+tiles' maps, ``(B, nh * h_l, nw * w_l)``.
 :func:`verify_onnx` runs both graphs with ONNX Runtime and compares them with the PyTorch model.
 """
 
@@ -53,14 +56,11 @@ class _TokenDecoder(nn.Module):
         self.model = model
 
     def forward(self, *indices: torch.Tensor) -> torch.Tensor:
-        tile = self.model.latent_tile_size
-        if not tile:
-            latents = self.model.quantizer.indices_to_codes(list(indices))
-        else:  # mosaics (B, nh * h_l, nw * w_l) -> per-tile maps -> tile latents -> the whole latent
-            from .models.latent_tiles import from_mosaic, from_tiles, tile_grid
-
-            grid = tile_grid(*indices[-1].shape[-2:], tile)
-            latents = from_tiles(self.model.quantizer.indices_to_codes([from_mosaic(i, grid) for i in indices]), grid)
+        to_codes = self.model.quantizer.indices_to_codes  # no range check: a graph holds no data-dependent branch
+        if self.model.latent_tile_size:  # level mosaics, as the model's own decode takes them
+            latents = self.model.mosaics_to_latents(list(indices), to_codes)
+        else:
+            latents = to_codes(list(indices))
         return self.model.decode_latents(latents).clamp(-1.0, 1.0)
 
 

@@ -246,10 +246,14 @@ class DiscreteTokenizerMixin:
             indices = unflatten_indices(indices, self._latent_level_shapes(*latent_size))
         if not isinstance(indices, (list, tuple)) or not indices or not isinstance(indices[-1], torch.Tensor):
             raise ValueError("indices must be a list of (B, h_l, w_l) index maps, one per level, or (B, N) token ids")
+        return self.mosaics_to_latents(indices, lambda maps: self.quantizer.decode_indices(maps, latent_size=(tile, tile)))
+
+    def mosaics_to_latents(self, indices: list[torch.Tensor], to_codes) -> torch.Tensor:
+        """Tiled models: level mosaics ``(B, nh * h_l, nw * w_l)`` -> each tile's maps -> ``to_codes(maps)``
+        ``(B * nh * nw, C, T, T)`` tile latents -> the whole ``(B, C, nh * T, nw * T)`` latent."""
         # the finest level's mosaic is the latent itself: its size gives the tile grid
-        grid = tile_grid(*indices[-1].shape[-2:], tile)
-        tiles = self.quantizer.decode_indices([from_mosaic(i, grid) for i in indices], latent_size=(tile, tile))
-        return from_tiles(tiles, grid)
+        grid = tile_grid(*indices[-1].shape[-2:], self.latent_tile_size)
+        return from_tiles(to_codes([from_mosaic(i, grid) for i in indices]), grid)
 
     def decode(
         self,
