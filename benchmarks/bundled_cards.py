@@ -238,7 +238,7 @@ def _prior_card(facts: dict) -> list[str]:
         f"against the same eval tiles: {ev['fd_effnet_train_vs_eval']:.2f}, the data's own gap). Masked-token "
         f"cross-entropy on the eval tiles' tokens {ev['eval_masked_token']['cross_entropy']:.3f} nats (accuracy "
         f"{ev['eval_masked_token']['accuracy']:.2%}); on the train tiles' {ev['train_masked_token']['cross_entropy']:.3f} "
-        f"nats ({ev['train_masked_token']['accuracy']:.2%}); {ev['eval_masked_token']['mask_draws_per_tile']} seeded "
+        f"nats ({ev['train_masked_token']['accuracy']:.2%}); {ev['eval_masked_token'].get('mask_draws_per_image', ev['eval_masked_token'].get('mask_draws_per_tile'))} seeded "
         f"mask draws per tile; log({facts['hw']['codebook_size']}) = {math.log(facts['hw']['codebook_size']):.3f} nats "
         "is a uniform guess.", "",
         "A small prior trained for minutes on one core: its samples are textures with the photos' colours, not scenes.", "",

@@ -86,34 +86,21 @@ def export_tiles(tiles: Path, split: str, out: Path) -> None:
     write_json(out / "done.json", {"split": split, "tiles": len(dataset), "source": str(tiles)})
 
 
-def _tile_batches(tiles: Path, split: str, batch_size: int = 64):
-    """``(B, 3, H, W)`` batches in ``[-1, 1]`` of a shard folder's ``split`` tiles (their own size)."""
-    import numpy as np
-    import torch
-
-    from coda_hf.data.shards import load_image_shards
-
-    rows = list(load_image_shards(tiles, split, streaming=False))
-    for start in range(0, len(rows), batch_size):
-        arrays = [np.asarray(r["image"].convert("RGB"), dtype=np.float32) for r in rows[start : start + batch_size]]
-        yield torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
-
-
 def evaluate_prior(work: Path, tiles: Path, hw: dict) -> None:
     """Stage ``eval-prior``: FD-EffNet of prior samples against the EVAL tiles (next to the same distance for
     the TRAIN tiles, the data's own gap), and the masked-token cross-entropy / accuracy on the eval and train
     tiles' CODA tokens (the MaskGIT objective, 4 seeded mask draws per tile)."""
     import torch
+    from prior_metrics import masked_token_metrics, shard_batches
 
     from coda_hf.metrics import FrechetStatistics, effnet_features
     from coda_hf.pipelines.maskgit import CodaMaskGitPipeline
-    from coda_hf.training.maskgit_trainer import maskgit_loss
 
     torch.manual_seed(0)
     pipe = CodaMaskGitPipeline.from_pretrained(work / "runs" / "prior" / "pipeline")
     pipe.set_progress_bar_config(disable=True)
     features = effnet_features()
-    sets = {split: list(_tile_batches(tiles, split)) for split in ("eval", "train")}
+    sets = {split: [images for images, _ in shard_batches(tiles, split)] for split in ("eval", "train")}
     stats = {split: FrechetStatistics.from_features(torch.cat([features(b) for b in batches]))
              for split, batches in sets.items()}  # fmt: skip
     n, steps, generator = hw["prior_samples"], hw["prior"]["num_inference_steps"], torch.Generator().manual_seed(0)
@@ -130,29 +117,8 @@ def evaluate_prior(work: Path, tiles: Path, hw: dict) -> None:
         "eval_tiles": sum(b.shape[0] for b in sets["eval"]), "train_tiles": sum(b.shape[0] for b in sets["train"]),
     }  # fmt: skip
     for split, batches in sets.items():
-        result[f"{split}_masked_token"] = _masked_token_metrics(pipe, batches, maskgit_loss)
+        result[f"{split}_masked_token"] = masked_token_metrics(pipe, [(b, torch.zeros(b.shape[0], dtype=torch.long)) for b in batches])
     write_json(work / "eval" / "prior" / "metrics.json", result)
-
-
-def _masked_token_metrics(pipe, batches, maskgit_loss, repeats: int = 4) -> dict:
-    """Mean masked-token cross-entropy (nats) and accuracy of the prior on the CODA tokens of ``batches``."""
-    import torch
-
-    prior, tokenizer = pipe.transformer.eval(), pipe.tokenizer.eval()
-    generator = torch.Generator().manual_seed(0)
-    losses, accuracies, weights = [], [], []
-    with torch.no_grad():
-        for images in batches:
-            tokens = tokenizer.encode(images).token_ids
-            labels = torch.zeros(tokens.shape[0], dtype=torch.long)
-            for _ in range(repeats):
-                out = maskgit_loss(prior, pipe.scheduler, tokens, labels, class_drop_prob=0.0, generator=generator)
-                losses.append(float(out.loss))
-                accuracies.append(float(out.masked_accuracy))
-                weights.append(tokens.shape[0])
-    total = sum(weights)
-    return {"cross_entropy": sum(v * w for v, w in zip(losses, weights)) / total,
-            "accuracy": sum(v * w for v, w in zip(accuracies, weights)) / total, "mask_draws_per_tile": repeats}  # fmt: skip
 
 
 # Eval photos never shown by the demo: a person's likeness.

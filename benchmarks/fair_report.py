@@ -22,7 +22,7 @@ LABELS = {"vae": "continuous VAE (ceiling)", "coda": "CODA (N steps)", "ptq": "q
 MATCHED_BPP = 0.05  # rows within 5% of each other's bits per pixel are compared
 
 
-def _mean_std(values: list[float]) -> tuple[float, float | None]:
+def mean_std(values: list[float]) -> tuple[float, float | None]:
     mean = sum(values) / len(values)
     if len(values) < 2:
         return mean, None
@@ -49,7 +49,7 @@ def aggregate(work: Path, row: dict, timings: dict) -> dict:
     for key in METRICS:
         values = [m[key] for m in metrics if isinstance(m.get(key), (int, float))]
         if values:
-            out[key], std = _mean_std(values)
+            out[key], std = mean_std(values)
             if std is not None:
                 out[f"{key}_std"] = std
     adopted = [run for run in found if (work / "runs" / run / "provenance.json").is_file()]
@@ -78,12 +78,18 @@ def compare(a: dict, b: dict) -> dict:
         return {**out, "verdict": "missing"}
     out["matched_bpp"] = abs(a["bits_per_pixel"] / b["bits_per_pixel"] - 1) <= MATCHED_BPP
     for key, higher_is_better in (("psnr", True), ("fd_effnet", False)):
-        diff = a[key] - b[key]
-        noise = math.sqrt(a.get(f"{key}_std", 0.0) ** 2 + b.get(f"{key}_std", 0.0) ** 2)
-        better = diff > noise if higher_is_better else diff < -noise
-        worse = diff < -noise if higher_is_better else diff > noise
-        out[key] = {"difference": diff, "combined_std": noise, "verdict": "A" if better else "B" if worse else "within noise"}
+        out[key] = verdict(a[key], a.get(f"{key}_std"), b[key], b.get(f"{key}_std"), higher_is_better)
     return out
+
+
+def verdict(a: float, a_std: float | None, b: float, b_std: float | None, higher_is_better: bool) -> dict:
+    """Mean ``a`` against mean ``b``: their difference, the combined std ``sqrt(std_a^2 + std_b^2)`` (a missing
+    std counts 0) and who wins beyond it (``"A"``, ``"B"`` or ``"within noise"``)."""
+    diff = a - b
+    noise = math.sqrt((a_std or 0.0) ** 2 + (b_std or 0.0) ** 2)
+    better = diff > noise if higher_is_better else diff < -noise
+    worse = diff < -noise if higher_is_better else diff > noise
+    return {"difference": diff, "combined_std": noise, "verdict": "A" if better else "B" if worse else "within noise"}
 
 
 def write_report(work: Path, hw: dict) -> dict:
