@@ -66,7 +66,7 @@ FASHION = {
               "num_validation_images": 10, "max_train_samples": 20000, "tokenize_batch_size": 64},
     "prior_seeds": [0, 1], "samples": 2000, "step_counts": [8, 32], "guidance_scale": 1.0,
     "fd_reference_images": 10000, "masked_token_images": 2000, "eval_images": 2000,
-    "classifier": {"epochs": 2, "batch_size": 128, "learning_rate": 1e-3},
+    "classifier": {"epochs": 6, "batch_size": 128, "learning_rate": 1e-3},
     "tokenizers": ["coda", "msvqgan", "vqgan"],
 }  # fmt: skip
 CONFIGS: dict[str, dict] = {
