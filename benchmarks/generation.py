@@ -35,7 +35,6 @@ import logging
 import os
 import subprocess
 import sys
-from fnmatch import fnmatch
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -199,13 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     if data is not None and data.name != f"tiles{CONFIGS[args.config]['tile_size']}":
         p.error(f"--data must be a folder named tiles{CONFIGS[args.config]['tile_size']} (the training stages' layout); got {data}")
     stages = build_plan(work, args.config, Path(os.path.expanduser(args.cache or DEFAULT_CACHE)).resolve(), data)
-    for option, names in (("--force", args.force), ("--only", args.only or [])):
-        unknown = [n for n in names if not any(fnmatch(s.name, n) for s in stages)]
-        if unknown:
-            p.error(f"unknown stages in {option}: {sorted(unknown)}")
-    force = tuple(s.name for s in stages if any(fnmatch(s.name, n) for n in args.force))
-    if args.only is not None:
-        stages = [s for s in stages if any(fnmatch(s.name, n) for n in args.only)]
+    stages, force = reproduce.select_stages(p, stages, args.force, args.only)
     try:
         run_plan(stages, work, dry_run=args.dry_run, force=force)
     except subprocess.CalledProcessError as e:

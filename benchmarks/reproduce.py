@@ -590,6 +590,19 @@ def run_plan(
     return ran
 
 
+def select_stages(parser: argparse.ArgumentParser, stages: list[Stage], force: list[str], only: list[str] | None):
+    """``(stages to run, names to force)`` from ``--force`` / ``--only`` names or shell patterns (plan order
+    kept); a pattern matching no stage is a usage error naming it."""
+    for option, names in (("--force", force), ("--only", only or [])):
+        unknown = [n for n in names if not any(fnmatch(s.name, n) for s in stages)]
+        if unknown:
+            parser.error(f"unknown stages in {option}: {sorted(unknown)}")
+    forced = tuple(s.name for s in stages if any(fnmatch(s.name, n) for n in force))
+    if only is not None:
+        stages = [s for s in stages if any(fnmatch(s.name, n) for n in only)]
+    return stages, forced
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--workdir", required=True, help="where data, runs, eval and results go")
@@ -629,13 +642,7 @@ def main(argv: list[str] | None = None) -> int:
         stages = build_plan(work, args.config, cache, launcher, photos, overrides, vae_photos)
     except ValueError as e:
         p.error(str(e))
-    for option, names in (("--force", args.force), ("--only", args.only or [])):
-        unknown = [n for n in names if not any(fnmatch(s.name, n) for s in stages)]
-        if unknown:
-            p.error(f"unknown stages in {option}: {sorted(unknown)}")
-    force = tuple(s.name for s in stages if any(fnmatch(s.name, n) for n in args.force))
-    if args.only is not None:
-        stages = [s for s in stages if any(fnmatch(s.name, n) for n in args.only)]
+    stages, force = select_stages(p, stages, args.force, args.only)
     reused = {}
     for item in args.reuse:
         run, sep, folder = item.partition("=")
