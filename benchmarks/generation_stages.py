@@ -29,9 +29,15 @@ def _load_split(shards: Path, split: str, label_column: str, limit: int | None =
     return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
 
 
+def device_of(hw: dict) -> torch.device:
+    """Where the python stages run: CUDA when the config allows it (``"cpu": False``) and a GPU is there."""
+    return torch.device("cuda" if not hw["cpu"] and torch.cuda.is_available() else "cpu")
+
+
 def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    device = next(net.parameters()).device
     with torch.no_grad():
-        predicted = torch.cat([net(b).argmax(-1) for b in images.split(512)])
+        predicted = torch.cat([net(b.to(device)).argmax(-1).cpu() for b in images.split(512)])
     return float((predicted == labels).float().mean())
 
 
@@ -44,11 +50,13 @@ def train_classifier(shards: Path, out: Path, hw: dict) -> None:
     images, labels = _load_split(shards, "train", hw["label_column"], c.get("max_images"))
     test_images, test_labels = _load_split(shards, hw["eval_split"], hw["label_column"])
     torch.manual_seed(0)
-    net = classifier_net(hw["num_classes"])
+    device = device_of(hw)
+    net = classifier_net(hw["num_classes"]).to(device)
+    images, labels = images.to(device), labels.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=c["learning_rate"])
     for _ in range(c["epochs"]):
         net.train()
-        for idx in torch.randperm(images.shape[0]).split(c["batch_size"]):
+        for idx in torch.randperm(images.shape[0]).to(device).split(c["batch_size"]):
             loss = nn.functional.cross_entropy(net(images[idx]), labels[idx])
             optimizer.zero_grad()
             loss.backward()
@@ -70,9 +78,11 @@ def load_classifier(folder: Path, num_classes: int) -> nn.Module:
 
 def reference_statistics(shards: Path, out: Path, hw: dict) -> None:
     """Stage ``fd-reference``: FD-EffNet statistics of the first ``fd_reference_images`` held-out images."""
+    from coda_hf.metrics import effnet_features
+
     batches = (b for b, _ in shard_batches(shards, hw["eval_split"], 100, None, hw["fd_reference_images"]))
     out.mkdir(parents=True, exist_ok=True)
-    effnet_statistics(batches).save(out / "reference.safetensors")
+    effnet_statistics(batches, effnet_features().to(device_of(hw))).save(out / "reference.safetensors")
 
 
 def measure_prior(work: Path, run: str, shards: Path, hw: dict) -> None:
@@ -84,13 +94,14 @@ def measure_prior(work: Path, run: str, shards: Path, hw: dict) -> None:
 
     out = work / "generation" / run
     out.mkdir(parents=True, exist_ok=True)
-    pipe = CodaMaskGitPipeline.from_pretrained(work / "runs" / f"prior-{run}" / "pipeline")
+    device = device_of(hw)
+    pipe = CodaMaskGitPipeline.from_pretrained(work / "runs" / f"prior-{run}" / "pipeline").to(device)
     pipe.set_progress_bar_config(disable=True)
     classes = pipe.transformer.config.num_classes
     reference = FrechetStatistics.load(work / "generation" / "reference.safetensors")
-    features = effnet_features()
-    classifier = load_classifier(work / "classifier", classes) if classes > 1 else None
-    result = {"samples": hw["samples"], "guidance_scale": hw["guidance_scale"], "steps": {}}
+    features = effnet_features().to(device)
+    classifier = load_classifier(work / "classifier", classes).to(device) if classes > 1 else None
+    result = {"samples": hw["samples"], "guidance_scale": hw["guidance_scale"], "device": str(device), "steps": {}}
     for steps in hw["step_counts"]:
         images, labels, seconds = sample(pipe, hw["samples"], steps, classes, hw["guidance_scale"])
         row = {"fd_effnet": effnet_statistics(images.split(100), features).distance(reference), "seconds_per_image": seconds}
@@ -140,6 +151,7 @@ def tokenizer_row(work: Path, name: str, hw: dict) -> dict:
         if metrics:
             runs[seed] = metrics
     if runs:
+        row["devices"] = sorted({m.get("device", "cpu") for m in runs.values()})  # where the priors were sampled
         row["masked_token_cross_entropy"] = mean_std([m["masked_token"]["cross_entropy"] for m in runs.values()])
         for steps in map(str, hw["step_counts"]):
             keys = runs[next(iter(runs))]["steps"][steps]
@@ -188,14 +200,14 @@ def _cell(pair) -> str:
 
 def markdown(results: dict) -> str:
     lines = ["| tokenizer | bits / image | recon PSNR | recon FD-EffNet | steps | FD-EffNet | class accuracy | s / image | "
-             "prior CE (nats/token) | seeds |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "prior CE (nats/token) | seeds | sampled on |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, row in results["rows"].items():
         rec = row["reconstruction"] or {}
         for steps, m in row["steps"].items():
             lines.append(f"| {name} | {row['bits_per_image']:.0f} | {rec.get('psnr', float('nan')):.2f} | "
                          f"{rec.get('fd_effnet', float('nan')):.1f} | {steps} | {_cell(m['fd_effnet'])} | "
                          f"{_cell(m['class_accuracy']) if 'class_accuracy' in m else '-'} | {m['seconds_per_image'][0]:.3f} | "
-                         f"{_cell(row['masked_token_cross_entropy'])} | {len(row['seeds'])} |")  # fmt: skip
+                         f"{_cell(row['masked_token_cross_entropy'])} | {len(row['seeds'])} | {', '.join(row['devices'])} |")  # fmt: skip
     lines += ["", "| A | B | steps | metric | bits matched (5%) | A - B | combined std | verdict |", "|---|---|---|---|---|---|---|---|"]
     for c in results["comparisons"]:
         matched = {True: "yes", False: "NO"}.get(c.get("matched_bits"), "-")

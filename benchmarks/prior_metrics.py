@@ -39,12 +39,13 @@ def masked_token_metrics(pipe, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     from coda_hf.training.maskgit_trainer import maskgit_loss
 
     prior, tokenizer = pipe.transformer.eval(), pipe.tokenizer.eval()
+    device = next(prior.parameters()).device
     generator = torch.Generator().manual_seed(0)
     losses, accuracies, weights = [], [], []
     with torch.no_grad():
         for images, labels in batches:
-            tokens = tokenizer.encode(images).token_ids
-            labels = labels if prior.config.num_classes > 1 else torch.zeros_like(labels)
+            tokens = tokenizer.encode(images.to(device)).token_ids
+            labels = (labels if prior.config.num_classes > 1 else torch.zeros_like(labels)).to(device)
             for _ in range(repeats):
                 out = maskgit_loss(prior, pipe.scheduler, tokens, labels, class_drop_prob=0.0, generator=generator)
                 losses.append(float(out.loss))
@@ -56,14 +57,16 @@ def masked_token_metrics(pipe, batches: Iterable[tuple[torch.Tensor, torch.Tenso
 
 
 def effnet_statistics(batches: Iterable[torch.Tensor], features=None):
-    """FD-EffNet ``FrechetStatistics`` of image batches in ``[-1, 1]`` (``features``: reuse an extractor)."""
+    """FD-EffNet ``FrechetStatistics`` of image batches in ``[-1, 1]`` (``features``: reuse an extractor; the
+    batches go to its device)."""
     from coda_hf.metrics import FrechetStatistics, effnet_features
 
     features = features or effnet_features()
     stats = FrechetStatistics(features.dim)
+    device = next(features.parameters()).device
     with torch.no_grad():
         for images in batches:
-            stats.update(features(images))
+            stats.update(features(images.to(device)))
     return stats
 
 
@@ -80,7 +83,7 @@ def sample(pipe, n: int, num_inference_steps: int, num_classes: int, guidance_sc
             chunk = labels[b : b + batch_size]
             out = pipe(class_labels=chunk, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                        generator=generator, output_type="pt")  # fmt: skip
-            images.append(out.images * 2 - 1)  # "pt": [0, 1]
+            images.append(out.images.cpu() * 2 - 1)  # "pt": [0, 1]; .cpu() waits for a GPU, so the time is real
     return torch.cat(images), labels, (time.perf_counter() - start) / n
 
 

@@ -48,6 +48,13 @@ def test_plan_matches_bits_and_names_every_stage(generation, tmp_path):
     assert plan["tok-msvqgan"].config["max_train_steps"] == 6 * plan["tok-coda"].config["max_train_steps"]
     with pytest.raises(ValueError, match="unknown tokenizer"):
         generation.tokenizer_recipe(hw, "vae")
+    cuda = {s.name: s for s in generation.build_plan(tmp_path, "fmnist-cuda", tmp_path / "cache", tmp_path / "tiles32")}
+    assert cuda["tok-coda"].config["cpu"] is False and "--cpu" not in cuda["eval-tok-coda"].command
+    same = {k: v for k, v in cuda["prior-coda-s0"].config.items() if k != "num_inference_steps"}  # validation only
+    assert same == {k: v for k, v in plan["prior-coda-s0"].config.items() if k != "num_inference_steps"}
+    import generation_stages
+
+    assert generation_stages.device_of(hw).type == "cpu"  # "cpu": True whatever the machine has
 
 
 @pytest.mark.slow
@@ -59,7 +66,7 @@ def test_smoke_run_writes_the_report(generation, tmp_path):
     assert (work / "report-complete.json").is_file() and results["classifier"]["test_images"] == 20
     row = results["rows"]["coda"]
     assert row["seeds"] == [0, 1] and set(row["steps"]) == {"2", "4"} and row["reconstruction"]["psnr"] > 0
-    assert set(row["steps"]["2"]) == {"fd_effnet", "class_accuracy", "seconds_per_image"}
+    assert set(row["steps"]["2"]) == {"fd_effnet", "class_accuracy", "seconds_per_image"} and row["devices"] == ["cpu"]
     assert len(row["steps"]["2"]["fd_effnet"]) == 2  # mean, std over the two prior seeds
     verdicts = {(c["b"], c["steps"], c["metric"]) for c in results["comparisons"]}
     assert ("msvqgan", "4", "class_accuracy") in verdicts and ("vqgan", "2", "fd_effnet") in verdicts

@@ -170,6 +170,21 @@ def test_step_keeps_most_confident_without_noise():
     assert (pred < 3).all() and pred[0, 0] == 1 and pred[0, 2] == 2
 
 
+def test_step_samples_codes_with_softmax_probabilities():
+    """The sampled code of a masked token follows softmax(logits); a code of probability 0 never comes."""
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.0])
+    logits = probs.log().expand(20000, 1, 5).clone()  # 20,000 one-token samples; code 4 has logit -inf
+    sched = MaskGitScheduler()
+    sched.set_timesteps(1)
+    out = sched.step(logits, 0, torch.full((20000, 1), 5), generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount(out.prev_sample.flatten(), minlength=5).double() / 20000
+    assert freq[4] == 0
+    assert torch.allclose(freq, probs.double(), atol=0.015), freq  # 4.6 std of a binomial at p = 0.4
+    again = sched.step(logits[:3], 0, torch.full((3, 1), 5), generator=[torch.Generator().manual_seed(i) for i in range(3)])
+    alone = [sched.step(logits[:1], 0, torch.full((1, 1), 5), generator=[torch.Generator().manual_seed(i)]) for i in range(3)]
+    assert again.prev_sample.flatten().tolist() == [int(a.prev_sample) for a in alone]  # one generator per sample
+
+
 def test_choice_temperature_adds_randomness():
     logits = torch.randn(1, 64, 8, generator=torch.Generator().manual_seed(0))
     # Peaked logits: the sampled code is the argmax whatever the seed, so only the Gumbel choice noise varies.

@@ -68,6 +68,22 @@ def _gumbel(shape: tuple[int, ...], generator: Generators, device: torch.device)
     return -torch.log(-torch.log(_uniform(shape, generator, device)))
 
 
+def _sample_codes(logits: torch.Tensor, generator: Generators) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(codes, log-probabilities)``, each ``(B, N)``: codes drawn from ``softmax`` of ``(B, N, K)`` float
+    logits by inverting the CDF, and their log-probabilities.
+
+    One uniform per token, not ``K`` Gumbel draws (Gumbel-max): with a CPU generator and a GPU model, noise
+    of the logits' full ``(B, N, K)`` shape would be drawn on the CPU and copied over at every step, and with
+    thousands of codes that, not the model, dominates the time of a sampling step.
+    """
+    lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (B, N, 1)
+    cdf = (logits - lse).exp_().cumsum_(-1)  # (B, N, K); float32 rounding over K codes stays ~1e-6 of 1
+    u = _uniform(logits.shape[:2], generator, logits.device) * cdf[..., -1]  # (B, N)
+    # the first code whose CDF reaches u: code k with probability p_k (a code with p_k = 0 is never chosen)
+    codes = torch.searchsorted(cdf, u[..., None]).clamp_(max=logits.shape[-1] - 1)  # (B, N, 1)
+    return codes[..., 0], (logits.gather(-1, codes) - lse)[..., 0]
+
+
 class MaskGitScheduler(SchedulerMixin, ConfigMixin):
     """Masking schedule of MaskGIT, for training (:meth:`mask_tokens`) and sampling (:meth:`step`).
 
@@ -168,7 +184,8 @@ class MaskGitScheduler(SchedulerMixin, ConfigMixin):
             logits: ``(B, N, K)`` logits over the codes.
             step_index: ``t`` in ``[0, num_inference_steps)``.
             sample: ``(B, N)`` current ids; the mask id is ``K`` (``logits.shape[-1]``).
-            generator: randomness for sampling and the Gumbel noise; a list holds one generator per sample
+            generator: randomness for sampling (one uniform per token, inverse CDF) and the Gumbel noise on
+                the confidences; a list holds one generator per sample
                 (sample ``i`` then draws exactly what ``generator[i]`` draws for a batch of one).
         """
         if self.num_inference_steps is None:
@@ -182,11 +199,8 @@ class MaskGitScheduler(SchedulerMixin, ConfigMixin):
         b, n, k = logits.shape
         mask_id = k
         is_masked = sample == mask_id  # (B, N)
-        logits = logits.float()
-        # Gumbel-max trick: argmax(logits + g) is a sample of softmax(logits), reproducible via generator
-        sampled = (logits + _gumbel(logits.shape, generator, logits.device)).argmax(-1)  # (B, N)
+        sampled, log_p = _sample_codes(logits.float(), generator)  # (B, N) codes and their log-probabilities
         pred = torch.where(is_masked, sampled, sample)  # (B, N) codes
-        log_p = torch.log_softmax(logits, dim=-1).gather(-1, sampled[..., None])[..., 0]
 
         r = (step_index + 1) / self.num_inference_steps
         temperature = self.config.choice_temperature * (1.0 - r)
