@@ -179,7 +179,7 @@ def test_step_samples_codes_with_softmax_probabilities():
     out = sched.step(logits, 0, torch.full((20000, 1), 5), generator=torch.Generator().manual_seed(0))
     freq = torch.bincount(out.prev_sample.flatten(), minlength=5).double() / 20000
     assert freq[4] == 0
-    assert torch.allclose(freq, probs.double(), atol=0.015), freq  # 4.6 std of a binomial at p = 0.4
+    assert torch.allclose(freq, probs.double(), atol=0.015), freq  # 4.3 std of a binomial at p = 0.4
     again = sched.step(logits[:3], 0, torch.full((3, 1), 5), generator=[torch.Generator().manual_seed(i) for i in range(3)])
     alone = [sched.step(logits[:1], 0, torch.full((1, 1), 5), generator=[torch.Generator().manual_seed(i)]) for i in range(3)]
     assert again.prev_sample.flatten().tolist() == [int(a.prev_sample) for a in alone]  # one generator per sample
