@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from _helpers_coda import tiny_coda
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -66,3 +67,16 @@ def test_half_precision_benchmark_smoke(load):
     for row in report["rows"].values():
         assert row["quantizer_search_float32"] == 0.0  # the search stays in float32 under autocast
     assert "encode" in report["rows"]["bf16"] and "encode" not in report["rows"]["fp16"]
+
+
+def test_attention_screen_benchmark_smoke(load, tmp_path):
+    bench = load("bench_attention_screen")
+    report = bench.main(["--codebook-sizes", "128", "256", "--token-counts", "8", "--repeats", "1",
+                         "--output", str(tmp_path / "s.json")])  # fmt: skip
+    assert [(r["tokens"], r["codes"]) for r in report["rows"]] == [(8, 128), (8, 256)]
+    assert all(r["screen_exact"] == 1.0 and r["screen_float32"] == 1.0 and r["float32_s"] > 0 and r["screen_s"] > 0 for r in report["rows"])
+    assert json.loads((tmp_path / "s.json").read_text())["rows"] == report["rows"]
+    data = bench.main(["--codebook-sizes", "256", "--token-counts", "8", "--repeats", "1", "--init", "data"])
+    assert data["config"]["init"] == "data" and data["rows"][0]["screen_exact"] == 1.0
+    keys = bench.make_quantizer(256, "data").keys().detach()
+    assert torch.unique(keys, dim=0).shape[0] < 256  # sampled with replacement: duplicate codes

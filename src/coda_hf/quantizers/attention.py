@@ -15,7 +15,10 @@ Losses (IBQ quantization loss plus the MAGVIT entropy penalty, as in the authors
   ``p_n = softmax(q_n k^T / sqrt(hidden) / entropy_temperature)``.
 
 Eval never materialises the ``(N, K)`` score matrix: tokens are processed in chunks of ``chunk_size`` rows
-(``argmax`` of the logits equals ``argmax`` of the softmax), so memory is ``O(chunk_size * K)``.
+(``argmax`` of the logits equals ``argmax`` of the softmax), so memory is ``O(chunk_size * K)``. With the
+automatic ``chunk_size``, on CPUs with native bf16 products and codebooks of at least 16,384 codes, the
+search is screened in bf16 and then resolved exactly (:mod:`.attention_screen`; the exact argmax, fewer
+bytes per score).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from torch import nn
 
 from ..distributed import all_reduce_, broadcast_
 from .attention_fused import attention_argmax, fused_soft_assign
+from .attention_screen import ScreenKeys, screen_supported, screened_argmax
 from .base import INIT_RESTART_ROUNDS, BaseQuantizer, autocast_off, register_quantizer
 from .kmeans import kmeans, sample_rows
 from .layout import from_tokens, straight_through, to_tokens
@@ -105,7 +109,8 @@ class AttentionQuantizer(BaseQuantizer):
         entropy_weight: weight of ``losses["entropy"]`` (paper: 0.05; 0 disables it).
         entropy_temperature: temperature of the entropy penalty's code distribution (paper: 0.01).
         chunk_size: tokens per chunk of the eval search (memory ``chunk_size * K`` floats per block);
-            ``None``: automatic (``ATTENTION_CHUNK_ELEMENTS / K`` tokens, at least 1); ``0``: all at once.
+            ``None``: automatic (the bf16-screened search where it applies, see the module docstring, else
+            ``ATTENTION_CHUNK_ELEMENTS / K`` tokens, at least 1); ``0``: all at once.
         init_std: codebook initialisation ``N(0, init_std^2)``.
         eval_losses: compute ``losses`` in eval mode too (chunked, detached); ``False`` returns no losses in
             eval (faster encoding).
@@ -431,6 +436,18 @@ class AttentionQuantizer(BaseQuantizer):
             return max(1, ATTENTION_CHUNK_ELEMENTS // self.codebook_size)
         return n if self.chunk_size == 0 else self.chunk_size
 
+    def _eval_argmax(self, queries: torch.Tensor, keys: torch.Tensor, chunk: int) -> torch.Tensor:
+        """Indices of the eval search: with the automatic ``chunk_size`` on CPUs with native bf16 products and
+        large codebooks, the bf16-screened exact search (:mod:`.attention_screen`); else the float32 search
+        in ``chunk``-token tiles."""
+        if self.chunk_size is not None or not screen_supported(queries, keys):
+            return attention_argmax(queries, keys, chunk)
+        cached = getattr(self, "_screen_cache", None)  # (keys it was built from, ScreenKeys)
+        if cached is None or cached[0] is not keys:  # _eval_keys returns one tensor while nothing changed
+            cached = (keys, ScreenKeys.build(keys))
+            self._screen_cache = cached
+        return screened_argmax(queries, cached[1])
+
     def _soft_assign(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor):
         """Training pieces for ``(n, hidden)`` queries: what backward needs, without the ``(n, K)`` scores.
 
@@ -483,7 +500,7 @@ class AttentionQuantizer(BaseQuantizer):
         queries, keys = self.queries(f), self._eval_keys()  # (N, hidden), (K, hidden)
         chunk = max(1, self._eval_chunk(n))
         if not with_losses:  # argmax is unchanged by the positive 1/sqrt(hidden): skip that pass over the scores
-            return {"indices": attention_argmax(queries, keys, chunk)}
+            return {"indices": self._eval_argmax(queries, keys, chunk)}
         values = self.values()  # (K, C)
         if self._fused(n):
             idx, z_soft, _, ent, probs = self._fused_assign(queries, keys, values)
