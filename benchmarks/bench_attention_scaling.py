@@ -17,7 +17,6 @@ writes a PNG of both sweeps with the fits (``--plot``) and the numbers as JSON (
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -26,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_quantizers import best_times  # noqa: E402
+from bench_quantizers import best_times, save_report  # noqa: E402
 
 from coda_hf.quantizers.attention import entropy_penalty  # noqa: E402
 from coda_hf.quantizers.attention_fused import attention_argmax, fused_soft_assign  # noqa: E402
@@ -115,10 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.plot:
         plot(sweeps, args.plot)
     report = {"config": vars(args), "sweeps": sweeps, "r2": fits}
-    if args.output:
-        with open(args.output, "w") as fh:
-            json.dump(report, fh, indent=2)
-    return report
+    return save_report(report, args.output)
 
 
 if __name__ == "__main__":

@@ -19,14 +19,13 @@ from ``SCREEN_MIN_CODES`` codes on CPUs with native bf16 products; this script t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_quantizers import best_times  # noqa: E402
+from bench_quantizers import best_times, save_report  # noqa: E402
 
 from coda_hf.quantizers import AttentionQuantizer  # noqa: E402
 from coda_hf.quantizers.attention import ATTENTION_CHUNK_ELEMENTS  # noqa: E402
@@ -80,10 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"| {r['tokens']} | {r['codes']} | {r['float32_s']:.4f} | {r['screen_s']:.4f} | {r['speedup']:.2f}x "
               f"| {100 * r['float32_exact']:.2f}% | {100 * r['screen_exact']:.2f}% | {100 * r['screen_float32']:.2f}% |")  # fmt: skip
     report = {"config": vars(args), "torch": torch.__version__, "rows": rows}
-    if args.output:
-        with open(args.output, "w") as fh:
-            json.dump(report, fh, indent=2)
-    return report
+    return save_report(report, args.output)
 
 
 if __name__ == "__main__":

@@ -24,14 +24,13 @@ identical indices at every level, largest relative difference of each loss and o
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_quantizers import best_times, peak_memory_mib  # noqa: E402  (the one timing / profiler implementation)
+from bench_quantizers import best_times, peak_memory_mib, save_report  # noqa: E402  (the one timing / profiler implementation)
 
 from coda_hf.quantizers import MultiScaleResidualQuantizer  # noqa: E402
 from coda_hf.quantizers.multiscale import FLUX_SCALES  # noqa: E402
@@ -143,10 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     report = run(args)
     print(format_report(report), flush=True)
-    if args.output:
-        with open(args.output, "w") as fh:
-            json.dump(report, fh, indent=2)
-    return report
+    return save_report(report, args.output)
 
 
 if __name__ == "__main__":

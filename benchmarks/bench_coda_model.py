@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
@@ -35,7 +34,7 @@ import torch
 from diffusers import AutoencoderKL
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_quantizers import best_times  # noqa: E402  (the one interleaved timing implementation)
+from bench_quantizers import best_times, save_report  # noqa: E402  (the one interleaved timing implementation)
 
 from coda_hf.models import CodaVQModel  # noqa: E402
 from coda_hf.models.presets import coda_quantizer  # noqa: E402
@@ -195,9 +194,7 @@ def main(argv=None) -> list[dict]:
             extra = "".join(f", {k} {v:.3f}" for k, v in r.items() if k not in ("batch", "train_img_s"))
             print(f"training step, batch {b}: {r['train_img_s']:.3f} images/s{extra}", flush=True)
             rows.append(r)
-    if args.output:
-        with open(args.output, "w") as fh:
-            json.dump({"config": vars(args), "torch": torch.__version__, "rows": rows}, fh, indent=2)
+    save_report({"config": vars(args), "torch": torch.__version__, "rows": rows}, args.output)
     return rows
 
 

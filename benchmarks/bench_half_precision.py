@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import sys
 
@@ -32,6 +31,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_coda_model import build_model  # noqa: E402  (the FLUX-architecture model)
+from bench_quantizers import save_report  # noqa: E402
 
 from coda_hf.models.presets import coda_quantizer  # noqa: E402
 from coda_hf.quantizers import build_quantizer  # noqa: E402
@@ -123,10 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, r in report["rows"].items():
         enc = f"{100 * r['encode']:.3f}%" if "encode" in r else "not run"
         print(f"| {name} | {100 * r['quantizer_search_float32']:.3f}% | {100 * r['quantizer_search_half']:.3f}% | {enc} |")
-    if args.output:
-        with open(args.output, "w") as fh:
-            json.dump(report, fh, indent=2)
-    return report
+    return save_report(report, args.output)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import sys
 import tempfile
@@ -35,7 +34,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_half_precision import data_initialised_model, photo_crops  # noqa: E402
-from bench_quantizers import best_times  # noqa: E402
+from bench_quantizers import best_times, save_report  # noqa: E402
 
 from coda_hf.onnx_export import export_onnx, onnx_sessions, verify_onnx  # noqa: E402
 
@@ -141,10 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         report = run(args, args.output_dir or tmp)
     print(format_report(report), flush=True)
-    if args.output:
-        with open(args.output, "w") as fh:
-            json.dump(report, fh, indent=2)
-    return report
+    return save_report(report, args.output)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ Other benchmarks reuse :func:`run_case` and :func:`format_table` to add rows::
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 
@@ -72,6 +73,14 @@ def peak_memory_mib(fn: Callable[[], object]) -> float:
 
 
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def save_report(report: dict, path: str | None) -> dict:
+    """Write ``report`` as indented JSON to ``path`` (nothing when ``path`` is empty); returns ``report``."""
+    if path:
+        with open(path, "w") as fh:
+            json.dump(report, fh, indent=2)
+    return report
 
 
 def best_times(
