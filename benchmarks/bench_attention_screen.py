@@ -30,7 +30,7 @@ from bench_quantizers import best_times, save_report  # noqa: E402
 from coda_hf.quantizers import AttentionQuantizer  # noqa: E402
 from coda_hf.quantizers.attention import ATTENTION_CHUNK_ELEMENTS  # noqa: E402
 from coda_hf.quantizers.attention_fused import attention_argmax  # noqa: E402
-from coda_hf.quantizers.attention_screen import ScreenKeys, screened_argmax  # noqa: E402
+from coda_hf.quantizers.attention_screen import ScreenKeys, native_bf16, screened_argmax  # noqa: E402
 
 
 def make_quantizer(codes: int, init: str) -> AttentionQuantizer:
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     rows = [measure(n, k, args) for n in args.token_counts for k in args.codebook_sizes]
     print(f"# init {args.init}, torch {torch.__version__}, {args.threads} thread(s), {args.clock} clock, best of {args.repeats}, "
-          f"native bf16: {torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()}")  # fmt: skip
+          f"native bf16: {native_bf16()}")  # fmt: skip
     print("| tokens | codes | float32 search s | screened s | speed-up | float32 = float64 | screened = float64 "
           "| screened = float32 |")
     print("|---|---|---|---|---|---|---|---|")

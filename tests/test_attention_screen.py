@@ -86,18 +86,18 @@ def test_screened_argmax_falls_back_where_the_bound_does_not_apply(small_blocks)
 
 
 def test_screen_supported_only_where_it_pays_and_is_exact(monkeypatch):
-    monkeypatch.setattr(screen_module, "_native_bf16", lambda: True)
+    monkeypatch.setattr(screen_module, "native_bf16", lambda: True)
     k = randn(screen_module.SCREEN_MIN_CODES, 4)
     assert screen_supported(randn(3, 4), k)
     assert not screen_supported(randn(3, 4).double(), k.double())  # float64 keeps the float32-style search
     assert not screen_supported(randn(3, 4), k[:-1])  # below SCREEN_MIN_CODES
     assert screen_supported(randn(3, 4), torch.cat([k, k[:1]]))  # not whole groups: padded
-    monkeypatch.setattr(screen_module, "_native_bf16", lambda: False)  # emulated bf16 is slower than float32
+    monkeypatch.setattr(screen_module, "native_bf16", lambda: False)  # emulated bf16 is slower than float32
     assert not screen_supported(randn(3, 4), k)
 
 
 def test_quantizer_eval_search_uses_the_screen_and_rebuilds_it_after_a_change(monkeypatch):
-    monkeypatch.setattr(screen_module, "_native_bf16", lambda: True)
+    monkeypatch.setattr(screen_module, "native_bf16", lambda: True)
     monkeypatch.setattr(screen_module, "SCREEN_MIN_CODES", 512)
     builds, build = [], ScreenKeys.build
     monkeypatch.setattr(ScreenKeys, "build", staticmethod(lambda k: builds.append(1) or build(k)))
@@ -127,7 +127,7 @@ def test_screened_argmax_resolves_codes_closer_than_float32_rounding(small_block
 def test_an_explicit_chunk_size_keeps_the_float32_search(monkeypatch):
     import coda_hf.quantizers.attention as attention_module
 
-    monkeypatch.setattr(screen_module, "_native_bf16", lambda: True)
+    monkeypatch.setattr(screen_module, "native_bf16", lambda: True)
     monkeypatch.setattr(screen_module, "SCREEN_MIN_CODES", 512)
     monkeypatch.setattr(attention_module, "screened_argmax", lambda *a: pytest.fail("the screen ran"))
     quantizer = AttentionQuantizer(dim=4, codebook_size=512, init="independent", eval_losses=False, chunk_size=7).eval()

@@ -56,11 +56,12 @@ def screen_supported(queries: torch.Tensor, keys: torch.Tensor) -> bool:
         and keys.dtype == torch.float32
         and keys.shape[0] >= SCREEN_MIN_CODES
         and not torch.compiler.is_compiling()
-        and _native_bf16()
+        and native_bf16()
     )
 
 
-def _native_bf16() -> bool:
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 products are emulated."""
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
@@ -158,16 +159,17 @@ def _shifted_queries(queries: torch.Tensor, screen: ScreenKeys, split: bool | No
     accumulation. The split costs three times the products but its ``R_n`` is ``u`` times smaller; it is
     used when the plain ``R_n`` would leave more than one sampled code near the sampled best."""
     hi, lo = split_bf16(queries)
+    hi_f, lo_f = hi.float(), lo.float()
     scale = dot_bound(queries, screen.size)  # A_n >= |q . k| for every code
     # plain: R_n >= |q . k - q_hi . k_hi| = |(q - q_hi) . k + q_hi . (k - k_hi)|
-    residual = dot_bound(queries - hi.float(), screen.size) + dot_bound(hi.float(), screen.rounding)
+    residual = dot_bound(queries - hi_f, screen.size) + dot_bound(hi_f, screen.rounding)
     sampled = queries @ screen.sample.t()  # (N, S)
     best = sampled.amax(dim=-1)
     if split is None:
         split = bool(((sampled >= (best - 2.0 * residual)[:, None]).sum(-1) > 1).float().mean() > 0.5)
     if split:  # R_n >= |q_lo . k_lo + q_rest . k + (q_hi + q_lo) . k_rest|
-        residual = (dot_bound(lo.float(), screen.low) + dot_bound(queries - hi.float() - lo.float(), screen.size)
-                    + dot_bound(hi.float() + lo.float(), screen.rest))  # fmt: skip
+        residual = (dot_bound(lo_f, screen.low) + dot_bound(queries - hi_f - lo_f, screen.size)
+                    + dot_bound(hi_f + lo_f, screen.rest))  # fmt: skip
     # c_n below the sampled best (by more than every error): scores near the maximum become small positive numbers
     shift = best - 4.0 * residual - 2.0**-10 * scale  # (N,)
     c_hi, c_lo = split_bf16(-shift)
