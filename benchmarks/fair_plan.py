@@ -176,13 +176,18 @@ class _Plan:
         self.tiles = ctx["photos"] / f"tiles{hw['tile_size']}"
         self.arch = {"block_out_channels": hw["widths"], "layers_per_block": hw["layers_per_block"],
                      "norm_num_groups": hw["norm_num_groups"]}  # fmt: skip
+        self.producer: dict[str, str] = {}  # run -> the stage that makes WORK/runs/<run> (evaluations wait on it)
 
     # -- helpers
-    def train(self, name: str, extra: dict | None = None, lazy=None, photos: Path | None = None) -> Stage:
+    def train(self, name: str, extra: dict | None = None, lazy=None, needs: tuple[str, ...] = ()) -> Stage:
         """A ``train_tokenizer.py`` stage on the ladder's photos; ``lazy()`` returns config keys known only
-        after a selection (resolved when the stage runs)."""
-        stage = reproduce._train_stage(name, self.work, self.hw, self.ctx["launcher"], photos or self.ctx["photos"],
-                                       extra or {})  # fmt: skip
+        after a selection (resolved when the stage runs); ``needs``: the stages it waits for besides ``data``
+        (the stage-0 VAE it adapts is added from ``extra``)."""
+        extra = extra or {}
+        stage = reproduce._train_stage(name, self.work, self.hw, self.ctx["launcher"], self.ctx["photos"], extra)
+        vae = [f"{Path(extra['pretrained_vae']).name}-stats"] if "pretrained_vae" in extra else []
+        stage.needs = ("data", *vae, *needs)
+        self.producer[name] = name
         if lazy is not None:
             base = dict(stage.config)
             stage.make_config = lambda: {**base, **lazy()}
@@ -190,7 +195,7 @@ class _Plan:
 
     def validate(self, run: str) -> Stage:
         out = self.work / "validation" / run
-        return Stage(f"val-{run}", out / "metrics.json", self._evaluate(run, out, "validation"))
+        return Stage(f"val-{run}", out / "metrics.json", self._evaluate(run, out, "validation"), needs=(run,))
 
     def _evaluate(self, run: str, out: Path, split: str) -> list[str]:
         return [*self.ctx["coda_hf"], "evaluate", "--model", str(self.work / "runs" / run), "--data", str(self.tiles),
@@ -198,8 +203,11 @@ class _Plan:
                 "--overwrite"] + (["--cpu"] if self.hw["cpu"] else [])  # fmt: skip
 
     def selection(self, name: str, candidates: dict[str, str], link: str | None, keep: int | None = None) -> Stage:
+        if link is not None:
+            self.producer[link] = f"select-{name}"
         return Stage(f"select-{name}", self.work / "selection" / f"{name}.json", [],
-                     action=lambda: select(self.work, name, candidates, link, keep))  # fmt: skip
+                     action=lambda: select(self.work, name, candidates, link, keep),
+                     needs=tuple(f"val-{run}" for run in candidates.values()))  # fmt: skip
 
     def seeds(self) -> list[int]:
         return [s for s in self.hw["seeds"] if s != self.hw["seeds"][0]]
@@ -214,8 +222,11 @@ class _Plan:
         data = reproduce._prepare_photos("data", ctx["photos"], ctx["cache_dir"], hw, hw["sources"])
         data.command += ["--validation-fraction", str(hw["validation_fraction"])]
         stages = [data, reproduce._prepare_photos("data-vae", ctx["vae_photos"], ctx["cache_dir"], hw, hw["vae_sources"])]  # fmt: skip
+        data.needs = stages[1].needs = ()
         for v, steps in hw["vae_budgets"].items():
             stage, stats = reproduce._vae_stages(work, hw, ctx["launcher"], ctx["coda_hf"], ctx["vae_photos"], f"vae-{v}", steps)
+            stage.needs, stats.needs = ("data-vae",), (stage.name,)
+            self.producer[stage.name] = stats.name  # the stats stage writes the latent shift / scale into it
             stages += [stage, stats]
         return stages
 
@@ -240,7 +251,7 @@ class _Plan:
         stages += [self.validate(run) for run in runs.values()]
         stages.append(self.selection(f"coda-{v}", runs, f"coda-{v}-s{hw['seeds'][0]}"))
         rate = lambda: {"learning_rate": float(read_selection(work, f"coda-{v}")["chosen"])}  # noqa: E731
-        return stages + [self.train(f"coda-{v}-s{s}", {**base, "seed": s}, rate) for s in self.seeds()]
+        return stages + [self.train(f"coda-{v}-s{s}", {**base, "seed": s}, rate, (f"select-coda-{v}",)) for s in self.seeds()]
 
     def ptq_rows(self, v: str) -> list[Stage]:
         """The quantile quantizer's variants (validation) and seeds, then decoder LoRA on it (rate on validation)."""
@@ -254,14 +265,16 @@ class _Plan:
         def chosen(bins: int = hw["ptq_bins"], lora: bool = False) -> dict:
             return self.ptq(v, bins, hw["ptq_variants"][read_selection(work, f"ptq-{v}")["chosen"]], lora)
 
-        stages += [self.train(f"ptq-{v}-s{s}", {"seed": s}, chosen) for s in self.seeds()]
+        after = (f"select-ptq-{v}", f"vae-{v}-stats")  # the chosen variant's config names the VAE only then
+        stages += [self.train(f"ptq-{v}-s{s}", {"seed": s}, chosen, after) for s in self.seeds()]
         lora_runs = {f"{r:g}": f"ptqlora-{v}-lr{r:g}" for r in hw["ptq_lora_rates"]}
-        stages += [self.train(run, {"learning_rate": r, "seed": first}, lambda: chosen(lora=True))
+        stages += [self.train(run, {"learning_rate": r, "seed": first}, lambda: chosen(lora=True), after)
                    for r, run in zip(hw["ptq_lora_rates"], lora_runs.values())]  # fmt: skip
         stages += [self.validate(run) for run in lora_runs.values()]
         stages.append(self.selection(f"ptqlora-{v}", lora_runs, f"ptqlora-{v}-s{first}"))
         rate = lambda: {**chosen(lora=True), "learning_rate": float(read_selection(work, f"ptqlora-{v}")["chosen"])}  # noqa: E731
-        return stages + [self.train(f"ptqlora-{v}-s{s}", {"seed": s}, rate) for s in self.seeds()]
+        return stages + [self.train(f"ptqlora-{v}-s{s}", {"seed": s}, rate, (*after, f"select-ptqlora-{v}"))
+                         for s in self.seeds()]  # fmt: skip
 
     def vqgan(self, hparams: dict, quantizer: dict, steps: int, arch: dict | None = None) -> dict:
         return {"model": "vqgan", "max_train_steps": steps, "learning_rate": hparams["learning_rate"], "quantizer": quantizer,
@@ -284,11 +297,13 @@ class _Plan:
         stages.append(self.selection("msvqgan-screen", screen, None, keep=hw["vqgan_finalists"]))
         finals = {f"final{i + 1}": f"msvqgan-final{i + 1}" for i in range(hw["vqgan_finalists"])}
         finalist = lambda i: read_selection(work, "msvqgan-screen")["chosen"][i]  # noqa: E731
-        stages += [self.train(run, {"seed": first}, lambda i=i: ms(finalist(i), full)) for i, run in enumerate(finals.values())]
+        stages += [self.train(run, {"seed": first}, lambda i=i: ms(finalist(i), full), ("select-msvqgan-screen",))
+                   for i, run in enumerate(finals.values())]  # fmt: skip
         stages += [self.validate(run) for run in finals.values()]
         stages.append(self.selection("msvqgan", finals, f"msvqgan-s{first}"))
-        stages += [self.train(f"msvqgan-s{s}", {"seed": s}, lambda: ms(self.vqgan_winner(), full)) for s in self.seeds()]
-        return stages + [self.train(f"vqgan-f2-s{s}", {"seed": s}, lambda: self.single_scale(full)) for s in hw["seeds"]]
+        after = ("select-msvqgan",)
+        stages += [self.train(f"msvqgan-s{s}", {"seed": s}, lambda: ms(self.vqgan_winner(), full), after) for s in self.seeds()]
+        return stages + [self.train(f"vqgan-f2-s{s}", {"seed": s}, lambda: self.single_scale(full), after) for s in hw["seeds"]]
 
     def vqgan_winner(self) -> str:
         """The grid point of the winning finalist."""
@@ -304,10 +319,11 @@ class _Plan:
         """CODA at other layouts (the chosen LoRA rate), the quantile quantizer at other bin counts (the chosen variant)."""
         hw, work, first = self.hw, self.work, self.hw["seeds"][0]
         rate = lambda: {"learning_rate": float(read_selection(work, f"coda-{v}")["chosen"])}  # noqa: E731
-        stages = [self.train(f"coda-{v}-{name}", {**self.coda(v, layout["scales"], layout["codebook_size"]), "seed": first}, rate)
-                  for name, layout in hw["coda_frontier"].items()]  # fmt: skip
+        stages = [self.train(f"coda-{v}-{name}", {**self.coda(v, layout["scales"], layout["codebook_size"]), "seed": first}, rate,
+                             (f"select-coda-{v}",)) for name, layout in hw["coda_frontier"].items()]  # fmt: skip
         variant = lambda bins: self.ptq(v, bins, hw["ptq_variants"][read_selection(work, f"ptq-{v}")["chosen"]], False)  # noqa: E731
-        return stages + [self.train(f"ptq-{v}-b{b}", {"seed": first}, lambda b=b: variant(b)) for b in hw["ptq_frontier_bins"]]
+        after = (f"select-ptq-{v}", f"vae-{v}-stats")
+        return stages + [self.train(f"ptq-{v}-b{b}", {"seed": first}, lambda b=b: variant(b), after) for b in hw["ptq_frontier_bins"]]
 
     def vqgan_frontier(self) -> list[Stage]:
         hw, full = self.hw, self.hw["vqgan_factor"] * self.hw["steps"]
@@ -316,14 +332,14 @@ class _Plan:
             hp = vqgan_hparams(hw, self.vqgan_winner())
             return self.vqgan(hp, vq_quantizer(layout["scales"], layout["codebook_size"], hp["vq"]), full)
 
-        return [self.train(f"msvqgan-{name}", {"seed": hw["seeds"][0]}, lambda layout=layout: at(layout))
+        return [self.train(f"msvqgan-{name}", {"seed": hw["seeds"][0]}, lambda layout=layout: at(layout), ("select-msvqgan",))
                 for name, layout in hw["vqgan_frontier"].items()]  # fmt: skip
 
     def evaluations(self) -> list[Stage]:
         """The eval split, once per reported run, after every choice was made."""
         runs = [r for rows in (main_rows(self.hw), frontier_rows(self.hw)) for row in rows.values() for r in row["runs"]]
-        return [Stage(f"eval-{run}", self.work / "eval" / run / "metrics.json",
-                      self._evaluate(run, self.work / "eval" / run, "eval")) for run in dict.fromkeys(runs)]  # fmt: skip
+        return [Stage(f"eval-{run}", self.work / "eval" / run / "metrics.json", self._evaluate(run, self.work / "eval" / run, "eval"),
+                      needs=(self.producer[run],)) for run in dict.fromkeys(runs)]  # fmt: skip
 
 
 __all__ = ["build", "frontier_rows", "main_rows", "select", "validation_figures"]

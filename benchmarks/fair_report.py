@@ -35,6 +35,15 @@ def _stage_of(work: Path, run: str) -> str:
     return os.readlink(path) if path.is_symlink() else run
 
 
+def trained_on(run_dir: Path) -> str | None:
+    """``"GPU"`` or ``"CPU"``: the trainer's ``cpu`` setting as its saved ``training_config.json`` records it
+    (``cpu: false`` ran on the invocation's accelerator; invocations.json names the machines)."""
+    config = run_dir / "training_config.json"
+    if not config.is_file():
+        return None
+    return "CPU" if json.loads(config.read_text()).get("cpu", True) else "GPU"
+
+
 def aggregate(work: Path, row: dict, timings: dict) -> dict:
     """One row: mean +- std of every metric over the runs (seeds) that have eval figures; ``missing`` names
     the runs without."""
@@ -55,16 +64,21 @@ def aggregate(work: Path, row: dict, timings: dict) -> dict:
     adopted = [run for run in found if (work / "runs" / run / "provenance.json").is_file()]
     if adopted:  # trained elsewhere with this stage's very config, copied in (provenance.json says from where)
         out["trained_elsewhere"] = {run: json.loads((work / "runs" / run / "provenance.json").read_text()) for run in adopted}
-    steps, walls = [], []
+    steps, walls, devices = [], [], set()
     for run in found:
         summary = work / "runs" / run / "training_summary.json"
         if summary.is_file():
             steps.append(json.loads(summary.read_text()).get("global_step"))
+        device = trained_on(work / "runs" / run)
+        if device:
+            devices.add(device)
         stage = _stage_of(work, run)
         if stage in timings:
             walls.append(timings[stage])
     if steps:
         out["train_steps"] = steps[0]
+    if devices:
+        out["trained_on"] = sorted(devices)
     if walls:
         out["train_wall_s"] = sum(walls) / len(walls)
     return out
@@ -104,7 +118,8 @@ def write_report(work: Path, hw: dict) -> dict:
     selections = {p.stem: json.loads(p.read_text()) for p in sorted((work / "selection").glob("*.json"))}
     invocations = json.loads((work / "invocations.json").read_text()) if (work / "invocations.json").is_file() else []
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-               "threads_per_invocation": sorted({str(i.get("torch_threads")) for i in invocations})}  # fmt: skip
+               "threads_per_invocation": sorted({str(i.get("torch_threads")) for i in invocations}),
+               "invocation_machines": sorted({f"{i.get('machine')}, torch {i.get('torch')}" for i in invocations})}  # fmt: skip
     results = {"rows": rows, "frontier": frontier, "comparisons": comparisons, "selections": selections, "machine": machine}
     reproduce.write_json_atomic(work / "results.json", results)
     (work / "results.md").write_text(markdown(results, hw) + "\n")
@@ -119,14 +134,14 @@ def _cell(row: dict, key: str, digits: int = 2) -> str:
 
 
 def markdown(results: dict, hw: dict) -> str:
-    lines = ["| row | VAE | bits/pixel | seeds | PSNR (dB) | SSIM | FD-EffNet | utilization | steps | train s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| row | VAE | bits/pixel | seeds | PSNR (dB) | SSIM | FD-EffNet | utilization | steps | train s | trained on |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, row in results["rows"].items():
         seeds = f"{row['seeds_done']}/{len(row['runs'])}" + (" (missing)" if row["missing"] else "")
         seeds += " (copied)" if row.get("trained_elsewhere") else ""
         lines.append(f"| {name} | {row['vae'] or '-'} | {_cell(row, 'bits_per_pixel', 3)} | {seeds} | {_cell(row, 'psnr')} | "
                      f"{_cell(row, 'ssim', 4)} | {_cell(row, 'fd_effnet', 1)} | {_cell(row, 'utilization', 4)} | "
-                     f"{row.get('train_steps', '-')} | {row.get('train_wall_s', 0):.0f} |")  # fmt: skip
+                     f"{row.get('train_steps', '-')} | {row.get('train_wall_s', 0):.0f} | {', '.join(row.get('trained_on', [])) or '-'} |")  # fmt: skip
     lines += ["", "| CODA vs | bits/pixel (A, B) | matched | PSNR A - B (combined std) | | FD-EffNet A - B (combined std) | |",
               "|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, c in results["comparisons"].items():
@@ -153,4 +168,7 @@ def markdown(results: dict, hw: dict) -> str:
     m = results["machine"]
     lines += ["", f"Machine: {m['platform']}, {m['cpus']} CPUs, torch {m['torch']}, torch threads per invocation: "
               f"{', '.join(m['threads_per_invocation']) or 'not recorded'} (invocations.json)."]  # fmt: skip
+    if len(m.get("invocation_machines", [])) > 1:
+        lines += ["", "The stages ran on several machines (invocations.json; a row's 'trained on' is its trainer's `cpu` "
+                  "setting, and `train s` is wall time there):"] + [f"- {name}" for name in m["invocation_machines"]]  # fmt: skip
     return "\n".join(lines)

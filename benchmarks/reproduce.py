@@ -33,7 +33,11 @@ Killing the orchestrator (SIGTERM, SIGINT, or SIGKILL on Linux) stops the runnin
 trainer refuses an output directory that a live trainer holds, so a restart never runs two trainers on one
 run. ``--only STAGE ...`` runs a subset in plan order; ``--reuse vqgan=DIR`` takes a row from an earlier
 report instead of re-running it (the report marks it); ``--override JSON`` replaces config keys for an
-ablation in its own workdir (link ``data`` and ``runs/vae`` of the main one to share them).
+ablation in its own workdir (link ``data`` and ``runs/vae`` of the main one to share them). ``--jobs N``
+runs up to N stages at once where the plan says what each stage needs (the fair plan): on a GPU, where
+one small training leaves the card mostly idle,
+
+    python benchmarks/reproduce.py --workdir runs/fair --config cpu-latent16-fair --override '{"cpu": false}' --jobs 12
 
 Numbers in the report come only from the evaluate outputs and the measured stage times; nothing is
 hard-coded.
@@ -186,6 +190,8 @@ class Stage:
     config: dict = field(default_factory=dict)
     action: Callable[[], None] | None = None  # a python stage (no command): a selection, the fair report
     make_config: Callable[[], dict] | None = None  # the config, known only when an earlier stage has chosen (run time)
+    # The stages that must finish first (``--jobs``); None: every earlier stage of the plan (run in order)
+    needs: tuple[str, ...] | None = None
 
 
 def _quantizer(run: str, hw: dict) -> dict:
@@ -488,52 +494,92 @@ def _parent_death_signal():
     return set_signal
 
 
-def run_stage_command(command: list[str], cwd: Path = REPO, grace_s: float = STAGE_GRACE_S) -> None:
-    """Run one stage's command so that it never outlives the orchestrator.
+class StageProcesses:
+    """Stage commands, each in its own process group (a launcher's workers included), that never outlive the
+    orchestrator. Inside the ``with`` block SIGTERM or SIGINT to the orchestrator is forwarded to every group
+    (SIGKILL after ``grace_s``); if the orchestrator is SIGKILLed, Linux sends each stage SIGTERM
+    (parent-death signal). Leaving the block kills what still runs."""
 
-    The stage runs in its own process group (a launcher's workers included). SIGTERM or SIGINT to the
-    orchestrator is forwarded to that group; the orchestrator waits for it (SIGKILL after ``grace_s``)
-    and then exits with ``128 + signal`` (``SystemExit``). If the orchestrator is SIGKILLed, Linux sends
-    the stage SIGTERM (parent-death signal). Raises ``CalledProcessError`` when the stage fails.
-    """
-    proc = subprocess.Popen(command, cwd=cwd, start_new_session=True, preexec_fn=_parent_death_signal())
-    received: list[int] = []
+    def __init__(self, grace_s: float = STAGE_GRACE_S):
+        self.grace_s = grace_s
+        self.running: dict[str, subprocess.Popen] = {}
+        self.received: list[int] = []
+        self._deadline: float | None = None
 
-    def forward(signum, frame):
-        received.append(signum)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signum)
+    def __enter__(self) -> StageProcesses:
+        self._previous = {s: signal.signal(s, self._forward) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
 
-    handled = (signal.SIGTERM, signal.SIGINT)
-    previous = {s: signal.signal(s, forward) for s in handled}
-    try:
-        deadline = None
-        while proc.poll() is None:
-            if received and deadline is None:
-                deadline = time.monotonic() + grace_s
-            if deadline is not None and time.monotonic() > deadline:
-                logger.warning("stage %s ignored the signal for %.0f s: killing it", shlex.join(command), grace_s)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=0.2)
-    finally:
-        for s, handler in previous.items():
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
             signal.signal(s, handler)
-        if proc.poll() is None:  # an exception in the orchestrator: the stage goes too
+        for proc in self.running.values():  # an exception in the orchestrator: the stages go too
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    if received:
-        logger.error("stopped by signal %d; the stage %s was stopped with it", received[0], shlex.join(command))
-        raise SystemExit(128 + received[0])
-    if proc.returncode != 0:
-        raise subprocess.CalledProcessError(proc.returncode, command)
+
+    def _forward(self, signum, frame) -> None:
+        self.received.append(signum)
+        for proc in list(self.running.values()):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signum)
+
+    def start(self, name: str, command: list[str], cwd: Path = REPO, log: Path | None = None) -> None:
+        """Start ``command`` as stage ``name``; ``log``: append its stdout and stderr there (else inherited)."""
+        out = None
+        if log is not None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            out = open(log, "ab")
+        try:
+            self.running[name] = subprocess.Popen(command, cwd=cwd, start_new_session=True, stdout=out,
+                                                  stderr=subprocess.STDOUT if out else None,
+                                                  preexec_fn=_parent_death_signal())  # fmt: skip
+        finally:
+            if out is not None:
+                out.close()
+
+    def wait_any(self, timeout: float = 0.2) -> list[tuple[str, subprocess.Popen]]:
+        """The stages that have ended, removed from ``running`` (waits up to ``timeout`` when none has).
+        After a forwarded signal, stages still running ``grace_s`` later are killed."""
+        if self.received and self._deadline is None:
+            self._deadline = time.monotonic() + self.grace_s
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            self._deadline = float("inf")  # killed once
+            for proc in self.running.values():
+                logger.warning("stage %s ignored the signal for %.0f s: killing it", shlex.join(proc.args), self.grace_s)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+        ended = [(n, p) for n, p in self.running.items() if p.poll() is not None]
+        if not ended and len(self.running) == 1:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                next(iter(self.running.values())).wait(timeout=timeout)
+            ended = [(n, p) for n, p in self.running.items() if p.poll() is not None]
+        elif not ended:
+            time.sleep(timeout)
+        for name, _ in ended:
+            del self.running[name]
+        return ended
+
+
+def run_stage_command(command: list[str], cwd: Path = REPO, grace_s: float = STAGE_GRACE_S) -> None:
+    """Run one stage's command so that it never outlives the orchestrator (:class:`StageProcesses`); after a
+    forwarded SIGTERM / SIGINT the orchestrator exits with ``128 + signal`` (``SystemExit``). Raises
+    ``CalledProcessError`` when the stage fails."""
+    with StageProcesses(grace_s) as group:
+        group.start("stage", command, cwd)
+        ended = []
+        while not ended:
+            ended = group.wait_any()
+    if group.received:
+        logger.error("stopped by signal %d; the stage %s was stopped with it", group.received[0], shlex.join(command))
+        raise SystemExit(128 + group.received[0])
+    if ended[0][1].returncode != 0:
+        raise subprocess.CalledProcessError(ended[0][1].returncode, command)
 
 
 def run_plan(
     stages: list[Stage], work: Path, dry_run: bool = False, force: tuple[str, ...] = (),
-    reused: dict[str, Path] | None = None,
+    reused: dict[str, Path] | None = None, jobs: int = 1,
 ) -> list[str]:
     """Run the stages in order, skipping those whose output exists (unless named in ``force``).
 
@@ -541,52 +587,143 @@ def run_plan(
     ``<run>.replaced-<unix time>``, never deleted) so that ``resume_from_checkpoint: latest`` cannot pick
     up a checkpoint of the old configuration, and its wall time restarts from zero.
     ``reused``: rows the report takes from earlier reports (:func:`write_report`).
+    ``jobs`` > 1: up to ``jobs`` stage commands at once, each started when the stages it ``needs`` have
+    finished (:func:`run_parallel`).
     Returns the names of the stages that ran (or would run, with ``dry_run``).
     """
     todo = [s.name for s in stages if s.name in force or not s.done_marker.exists()]
     if todo and not dry_run:
         record_invocation(work, todo)
+    if jobs > 1 and not dry_run:
+        return run_parallel(stages, work, jobs, force, reused)
     ran = []
     for stage in stages:
         if stage.done_marker.exists() and stage.name not in force:
             logger.info("[skip] %s: %s exists", stage.name, stage.done_marker)
             continue
         ran.append(stage.name)
-        pending = False
-        if stage.make_config is not None:
-            try:  # a choice made on the validation split by an earlier stage
-                stage.config = stage.make_config()
-            except FileNotFoundError as e:
-                if not dry_run:
-                    raise
-                pending = True
-                logger.info("[%s] config %s: completed when the stage runs (%s)", stage.name, stage.config_file, e)
-        if stage.config_file is not None and not pending:
-            logger.info("[%s] config %s:\n%s", stage.name, stage.config_file, yaml.safe_dump(stage.config))
-        logger.info("[%s] %s", stage.name, shlex.join(stage.command) if stage.command else "(python stage)")
-        if dry_run:
+        if not _prepare_stage(stage, work, force, dry_run) or dry_run:
             continue
-        if stage.name in force:
-            run_dir = stage.done_marker.parent
-            if stage.config_file is not None and run_dir.exists():
-                aside = run_dir.with_name(f"{run_dir.name}.replaced-{int(time.time())}")
-                logger.info("[%s] forced: moving the previous run %s to %s", stage.name, run_dir, aside)
-                run_dir.rename(aside)
-            _reset_timing(work, stage.name)
-        if stage.config_file is not None:
-            stage.config_file.parent.mkdir(parents=True, exist_ok=True)
-            stage.config_file.write_text(yaml.safe_dump(stage.config, sort_keys=True))
-        if stage.command or stage.action is not None:
-            start = time.perf_counter()
-            try:
-                if stage.command:
-                    run_stage_command(stage.command)
-                else:
-                    stage.action()
-            finally:  # a killed or failed invocation still counts towards the stage's wall time
-                _add_timing(work, stage.name, time.perf_counter() - start)
+        start = time.perf_counter()
+        try:
+            if stage.command:
+                run_stage_command(stage.command)
+            else:
+                _run_python_stage(stage, work, reused)
+        finally:  # a killed or failed invocation still counts towards the stage's wall time
+            _add_timing(work, stage.name, time.perf_counter() - start)
+    return ran
+
+
+def _prepare_stage(stage: Stage, work: Path, force: tuple[str, ...], dry_run: bool) -> bool:
+    """Resolve a stage's config (a choice of an earlier stage), move a forced run aside and write its config
+    file. False (dry run only) when the config waits on a choice not made yet."""
+    if stage.make_config is not None:
+        try:  # a choice made on the validation split by an earlier stage
+            stage.config = stage.make_config()
+        except FileNotFoundError as e:
+            if not dry_run:
+                raise
+            logger.info("[%s] config %s: completed when the stage runs (%s)", stage.name, stage.config_file, e)
+            logger.info("[%s] %s", stage.name, shlex.join(stage.command))
+            return False
+    if stage.config_file is not None:
+        logger.info("[%s] config %s:\n%s", stage.name, stage.config_file, yaml.safe_dump(stage.config))
+    logger.info("[%s] %s", stage.name, shlex.join(stage.command) if stage.command else "(python stage)")
+    if dry_run:
+        return True
+    if stage.name in force:
+        run_dir = stage.done_marker.parent
+        if stage.config_file is not None and run_dir.exists():
+            aside = run_dir.with_name(f"{run_dir.name}.replaced-{int(time.time())}")
+            logger.info("[%s] forced: moving the previous run %s to %s", stage.name, run_dir, aside)
+            run_dir.rename(aside)
+        _reset_timing(work, stage.name)
+    if stage.config_file is not None:
+        stage.config_file.parent.mkdir(parents=True, exist_ok=True)
+        stage.config_file.write_text(yaml.safe_dump(stage.config, sort_keys=True))
+    return True
+
+
+def _run_python_stage(stage: Stage, work: Path, reused: dict[str, Path] | None) -> None:
+    """A stage without a command: its action (a selection, the fair report), else the ladder's report."""
+    if stage.action is not None:
+        stage.action()
+    else:
+        write_report(work, reused)
+
+
+def run_parallel(stages: list[Stage], work: Path, jobs: int, force: tuple[str, ...] = (),
+                 reused: dict[str, Path] | None = None) -> list[str]:  # fmt: skip
+    """Up to ``jobs`` stage commands at once (python stages run in between, in the orchestrator), each
+    started, in plan order, once every stage it ``needs`` has finished (``needs=None``: every earlier stage;
+    needs outside ``stages``, as after ``--only``, count as met). Each command writes to
+    ``WORK/logs/<stage>.log``. A failed stage blocks the stages that need it, directly or not; the others go
+    on, and the first failure is raised at the end (``CalledProcessError``). Returns the stages that ran."""
+    order = [s.name for s in stages]
+    pending = [s for s in stages if s.name in force or not s.done_marker.exists()]
+    finished = set(order) - {s.name for s in pending}
+    failed: dict[str, int | None] = {}  # the exit code of a failed stage; None: blocked by a failure
+    ran: list[str] = []
+
+    def needs(stage: Stage) -> set[str]:
+        wanted = order[: order.index(stage.name)] if stage.needs is None else stage.needs
+        return set(wanted) & set(order)
+
+    def settle(stage: Stage, returncode: int, seconds: float) -> None:
+        _add_timing(work, stage.name, seconds)
+        if returncode == 0:
+            finished.add(stage.name)
         else:
-            write_report(work, reused)
+            failed[stage.name] = returncode
+
+    started: dict[str, tuple[Stage, float]] = {}
+    with StageProcesses() as group:
+        while (pending or group.running) and not group.received:
+            for stage in [s for s in pending if needs(s) & set(failed)]:  # blocked: never runs
+                pending.remove(stage)
+                failed[stage.name] = None
+                logger.error("[%s] not run: it needs %s, which failed", stage.name, sorted(needs(stage) & set(failed)))
+            ready = [s for s in pending if needs(s) <= finished]
+            for stage in ready:
+                if stage.command and len(group.running) >= jobs:
+                    continue
+                pending.remove(stage)
+                ran.append(stage.name)
+                start = time.perf_counter()
+                try:
+                    _prepare_stage(stage, work, force, dry_run=False)
+                    if not stage.command:
+                        _run_python_stage(stage, work, reused)
+                        settle(stage, 0, time.perf_counter() - start)
+                        continue
+                    log = work / "logs" / f"{stage.name}.log"
+                    group.start(stage.name, stage.command, log=log)
+                    started[stage.name] = (stage, start)
+                    logger.info("[%s] started (%d running); output: %s", stage.name, len(group.running), log)
+                except Exception:
+                    logger.exception("[%s] failed", stage.name)
+                    settle(stage, 1, time.perf_counter() - start)
+            if not group.running and pending and not ready:
+                raise RuntimeError(f"stages {[s.name for s in pending]} wait on stages that never ran")
+            for name, proc in group.wait_any():
+                stage, start = started.pop(name)
+                settle(stage, proc.returncode, time.perf_counter() - start)
+                logger.log(logging.ERROR if proc.returncode else logging.INFO, "[%s] %s (exit %d; %d running, %d waiting)",
+                           name, "FAILED" if proc.returncode else "done", proc.returncode, len(group.running), len(pending))
+        while group.running:  # after a signal: the forwarded stages end (or are killed after the grace time)
+            for name, _ in group.wait_any():
+                stage, start = started.pop(name)
+                _add_timing(work, name, time.perf_counter() - start)
+    if group.received:
+        logger.error("stopped by signal %d; the running stages were stopped with it", group.received[0])
+        raise SystemExit(128 + group.received[0])
+    if failed:
+        by_name = {s.name: s for s in stages}
+        name, code = next((n, c) for n, c in failed.items() if c is not None)
+        logger.error("failed: %s; not run: %s", sorted(n for n, c in failed.items() if c is not None),
+                     sorted(n for n, c in failed.items() if c is None))
+        raise subprocess.CalledProcessError(code, by_name[name].command or [name])
     return ran
 
 
@@ -625,7 +762,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--override", default=None, metavar="JSON",
                    help='replace top-level config keys for an ablation in its own --workdir, e.g. \'{"lora_learning_rate": 3e-5}\'')
     p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="run up to N stage commands at once, each when the stages it needs have finished (the fair plan "
+                        "names them; other plans keep their order), output in WORK/logs/<stage>.log: many small "
+                        "trainings share a GPU")  # fmt: skip
     args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error(f"--jobs takes a positive number of stages; got {args.jobs}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     work = Path(args.workdir).resolve()
     launcher = shlex.split(args.launcher) if args.launcher else None
@@ -652,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
         load_reused_row(reused[run], run)  # fail now, not after hours of training
     stages = [s for s in stages if s.name not in {*reused, *(f"eval-{r}" for r in reused)}]
     try:
-        run_plan(stages, work, dry_run=args.dry_run, force=force, reused=reused)
+        run_plan(stages, work, dry_run=args.dry_run, force=force, reused=reused, jobs=args.jobs)
     except subprocess.CalledProcessError as e:
         logger.error("stage command failed (exit %s): %s", e.returncode, shlex.join(e.cmd))
         return 1

@@ -119,7 +119,15 @@ def test_report_gives_mean_std_over_seeds_and_claims_only_beyond_the_noise(repro
             (out / "metrics.json").write_text(_metrics(psnr, fd, 1.99 if row != "vqgan-f2" else 2.0))
     (tmp_path / "eval" / "vae-1x").mkdir(parents=True)
     (tmp_path / "eval" / "vae-1x" / "metrics.json").write_text(json.dumps({"psnr": 23.0, "fd_effnet": 80.0}))
+    for run, cpu in (("coda-1x-s0", False), ("coda-1x-s1", False), ("msvqgan-s0", False), ("msvqgan-s1", True)):
+        (tmp_path / "runs" / run).mkdir(parents=True)
+        (tmp_path / "runs" / run / "training_config.json").write_text(json.dumps({"cpu": cpu}))
+    invocations = [{"machine": "gpu box", "torch": "2.11.0+cu130", "torch_threads": 1},
+                   {"machine": "laptop", "torch": "2.13.0+cpu", "torch_threads": 2}]  # fmt: skip
+    (tmp_path / "invocations.json").write_text(json.dumps(invocations))
     results = fair_report.write_report(tmp_path, hw)
+    assert results["rows"]["coda-1x"]["trained_on"] == ["GPU"] and results["rows"]["msvqgan"]["trained_on"] == ["CPU", "GPU"]
+    assert "trained_on" not in results["rows"]["ptq-1x"]  # no saved training config: not claimed
     coda = results["rows"]["coda-1x"]
     assert coda["psnr"] == pytest.approx(22.1) and coda["psnr_std"] == pytest.approx(math.sqrt(0.02))
     assert coda["seeds_done"] == 2 and not coda["missing"]
@@ -132,6 +140,8 @@ def test_report_gives_mean_std_over_seeds_and_claims_only_beyond_the_noise(repro
     assert c["coda-1x vs ptqlora-1x"]["verdict"] == "missing"
     report = (tmp_path / "results.md").read_text()
     assert "| coda-1x | 1x | 1.990 | 2/2 | 22.10 +- 0.14 |" in report and "0/2 (missing)" in report
+    assert "| - | 0 | GPU |" in report and "| - | 0 | CPU, GPU |" in report  # steps, train s, trained on
+    assert "- gpu box, torch 2.11.0+cu130" in report and "- laptop, torch 2.13.0+cpu" in report
     import plot_frontier
 
     assert plot_frontier.plot(results, tmp_path / "f.png").stat().st_size > 1000
@@ -156,9 +166,72 @@ def _in_process(command: list[str]) -> None:
         AcceleratorState._reset_state(reset_partial_state=True)
 
 
-@pytest.mark.slow
-def test_smoke_fair_runs_every_stage_and_reports(repro, tmp_path, monkeypatch):
-    """The whole equal-bits plan, 2 steps per stage, on generated tiles with a validation split."""
+def test_every_stage_of_the_fair_plan_needs_only_earlier_stages(repro, tmp_path):
+    """``--jobs`` starts a stage once its ``needs`` have finished: each need is an earlier stage, every choice
+    waits on the validation runs it reads, and every evaluation on the stage that makes its run."""
+    for config in ("cpu-latent16-fair", "smoke-fair"):
+        stages = repro.build_plan(tmp_path / config, config, tmp_path)
+        names = [s.name for s in stages]
+        for i, stage in enumerate(stages[:-1]):
+            assert stage.needs is not None and set(stage.needs) <= set(names[:i]), (config, stage.name)
+        assert stages[-1].name == "report" and stages[-1].needs is None  # the report waits on everything
+        by_name = {s.name: s for s in stages}
+        assert set(by_name["select-coda-1x"].needs) == {n for n in names if n.startswith("val-coda-1x-lr")}
+        assert by_name["coda-1x-s1"].needs == ("data", "vae-1x-stats", "select-coda-1x")
+        assert by_name["eval-coda-1x-s0"].needs == ("select-coda-1x",)  # s0 is the chosen candidate's link
+        assert by_name["eval-coda-1x-s1"].needs == ("coda-1x-s1",)
+        assert by_name["eval-vae-1x"].needs == ("vae-1x-stats",)
+        assert "select-ptq-1x" in by_name["ptqlora-1x-s1"].needs and "select-msvqgan" in by_name["vqgan-f2-s0"].needs
+
+
+def _stage(repro, work: Path, name: str, code: str, needs=None):
+    """A command stage that runs ``code`` (python) and then writes its done marker ``WORK/<name>.done``."""
+    marker = work / f"{name}.done"
+    command = [sys.executable, "-c", f"import time, pathlib; {code}; pathlib.Path({str(marker)!r}).write_text(str(time.time()))"]
+    return repro.Stage(name, marker, command, needs=needs)
+
+
+def test_jobs_run_stages_side_by_side_after_their_needs_and_go_on_past_a_failure(repro, tmp_path):
+    import subprocess
+
+    work = tmp_path / "work"
+    work.mkdir()
+    stages = [
+        _stage(repro, work, "slow", "time.sleep(1.0)", needs=()),
+        _stage(repro, work, "broken", "print('boom'); raise SystemExit(3)", needs=()),
+        _stage(repro, work, "after-slow", "pass", needs=("slow",)),
+        _stage(repro, work, "after-broken", "pass", needs=("broken",)),
+        _stage(repro, work, "after-after-broken", "pass", needs=("after-broken",)),
+        _stage(repro, work, "free", "pass", needs=()),
+    ]
+    with pytest.raises(subprocess.CalledProcessError) as failure:
+        repro.run_plan(stages, work, jobs=3)
+    assert failure.value.returncode == 3 and failure.value.cmd == stages[1].command
+    done = {s.name: float(s.done_marker.read_text()) for s in stages if s.done_marker.is_file()}
+    assert set(done) == {"slow", "after-slow", "free"}  # the failure's dependants did not run; the rest did
+    assert done["free"] < done["slow"] < done["after-slow"]  # "free" did not wait for "slow" (3 at once)
+    assert "boom" in (work / "logs" / "broken.log").read_text()
+    timings = json.loads((work / "timings.json").read_text())
+    assert set(timings) == {"slow", "broken", "after-slow", "free"} and timings["slow"] >= 1.0
+    assert repro.run_plan([stages[0], stages[2], stages[5]], work, jobs=3) == []  # what finished is not run again
+
+
+def test_jobs_keep_the_plan_order_where_a_stage_names_no_needs(repro, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    stages = [_stage(repro, work, "first", "time.sleep(0.5)"), _stage(repro, work, "second", "pass")]
+    assert repro.run_plan(stages, work, jobs=2) == ["first", "second"]
+    assert float(stages[0].done_marker.read_text()) < float(stages[1].done_marker.read_text())
+
+
+def test_jobs_must_be_positive(repro, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        repro.main(["--workdir", str(tmp_path), "--config", "smoke-fair", "--jobs", "0", "--dry-run"])
+    assert "--jobs takes a positive number" in capsys.readouterr().err
+
+
+def _smoke_photos(tmp_path: Path) -> Path:
+    """Generated 32 px tiles with train / validation / eval splits."""
     import datasets
     import numpy as np
     from PIL import Image
@@ -172,6 +245,13 @@ def test_smoke_fair_runs_every_stage_and_reports(repro, tmp_path, monkeypatch):
         tiles = [encode_png(Image.fromarray((rng.random((32, 32, 3)) * 255).astype("uint8"))) for _ in range(n)]
         write_parquet_shards({"image": tiles}, features, photos / "tiles32", split, num_shards=1)
     (photos / "manifest.json").write_text("{}")
+    return photos
+
+
+@pytest.mark.slow
+def test_smoke_fair_runs_every_stage_and_reports(repro, tmp_path, monkeypatch):
+    """The whole equal-bits plan, 2 steps per stage, on generated tiles with a validation split."""
+    photos = _smoke_photos(tmp_path)
     work = tmp_path / "work"
     argv = ["--workdir", str(work), "--config", "smoke-fair", "--photos", str(photos), "--vae-photos", str(photos)]
     monkeypatch.setattr(repro, "run_stage_command", _in_process)  # ~45 stages: no interpreter start for each
@@ -187,3 +267,16 @@ def test_smoke_fair_runs_every_stage_and_reports(repro, tmp_path, monkeypatch):
     assert invocation["torch_threads"] >= 1 and "omp_num_threads" in invocation
     stages = repro.build_plan(work, "smoke-fair", work, photos=photos, vae_photos=photos)
     assert repro.run_plan(stages, work) == []  # a second invocation finds everything done
+
+
+@pytest.mark.slow
+def test_smoke_fair_with_jobs_runs_every_stage_as_its_own_process(repro, tmp_path):
+    """``--jobs 3``: the same plan, each stage a real command (train_tokenizer.py, the CLI) beside others."""
+    photos = _smoke_photos(tmp_path)
+    work = tmp_path / "work"
+    argv = ["--workdir", str(work), "--config", "smoke-fair", "--photos", str(photos), "--vae-photos", str(photos), "--jobs", "3"]
+    assert repro.main(argv) == 0
+    results = json.loads((work / "results.json").read_text())
+    assert all(row["seeds_done"] == 2 for row in results["rows"].values() if not row["method"] == "vae"), results["rows"]
+    assert (work / "report-complete.json").is_file() and (work / "logs" / "coda-1x-lr0.001.log").is_file()
+    assert repro.run_plan(repro.build_plan(work, "smoke-fair", work, photos=photos, vae_photos=photos), work, jobs=3) == []
