@@ -270,13 +270,19 @@ def test_smoke_fair_runs_every_stage_and_reports(repro, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_smoke_fair_with_jobs_runs_every_stage_as_its_own_process(repro, tmp_path):
-    """``--jobs 3``: the same plan, each stage a real command (train_tokenizer.py, the CLI) beside others."""
+def test_smoke_fair_with_jobs_runs_stages_as_their_own_processes(repro, tmp_path):
+    """``--jobs 3`` on the CODA branch of the smoke plan: each stage a real command (train_tokenizer.py, the
+    CLI) beside others, the choice after its validation runs, the evaluations after the choice."""
     photos = _smoke_photos(tmp_path)
     work = tmp_path / "work"
-    argv = ["--workdir", str(work), "--config", "smoke-fair", "--photos", str(photos), "--vae-photos", str(photos), "--jobs", "3"]
+    only = ["vae-1x*", "coda-1x-lr*", "val-coda-1x-*", "select-coda-1x", "coda-1x-s1", "eval-coda-1x-s*", "eval-vae-1x"]
+    argv = ["--workdir", str(work), "--config", "smoke-fair", "--photos", str(photos), "--vae-photos", str(photos),
+            "--jobs", "3", "--only", *only]  # fmt: skip
     assert repro.main(argv) == 0
-    results = json.loads((work / "results.json").read_text())
-    assert all(row["seeds_done"] == 2 for row in results["rows"].values() if not row["method"] == "vae"), results["rows"]
-    assert (work / "report-complete.json").is_file() and (work / "logs" / "coda-1x-lr0.001.log").is_file()
-    assert repro.run_plan(repro.build_plan(work, "smoke-fair", work, photos=photos, vae_photos=photos), work, jobs=3) == []
+    for run in ("vae-1x", "coda-1x-s0", "coda-1x-s1"):
+        assert json.loads((work / "eval" / run / "metrics.json").read_text())["psnr"] > 0, run
+    assert (work / "runs" / "coda-1x-s0").is_symlink() and (work / "logs" / "coda-1x-s1.log").is_file()
+    timings = json.loads((work / "timings.json").read_text())
+    assert {"vae-1x", "select-coda-1x", "coda-1x-s1", "eval-coda-1x-s1"} <= set(timings)
+    stages = repro.build_plan(work, "smoke-fair", work, photos=photos, vae_photos=photos)
+    assert repro.run_plan([s for s in stages if s.name in timings], work, jobs=3) == []  # all done: nothing runs
