@@ -689,6 +689,10 @@ def run_parallel(stages: list[Stage], work: Path, jobs: int, force: tuple[str, .
                 if stage.command and len(group.running) >= jobs:
                     continue
                 pending.remove(stage)
+                if stage.done_marker.exists() and stage.name not in force:  # another invocation (--only) made it
+                    logger.info("[skip] %s: %s exists", stage.name, stage.done_marker)
+                    finished.add(stage.name)
+                    continue
                 ran.append(stage.name)
                 start = time.perf_counter()
                 try:

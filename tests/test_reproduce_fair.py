@@ -216,6 +216,14 @@ def test_jobs_run_stages_side_by_side_after_their_needs_and_go_on_past_a_failure
     assert repro.run_plan([stages[0], stages[2], stages[5]], work, jobs=3) == []  # what finished is not run again
 
 
+def test_jobs_skip_a_stage_that_another_invocation_finished_meanwhile(repro, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    later = _stage(repro, work, "later", "raise SystemExit(9)", needs=("first",))  # would fail if it ran
+    first = _stage(repro, work, "first", f"pathlib.Path({str(later.done_marker)!r}).write_text('0')", needs=())
+    assert repro.run_plan([first, later], work, jobs=2) == ["first"]
+
+
 def test_jobs_keep_the_plan_order_where_a_stage_names_no_needs(repro, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
