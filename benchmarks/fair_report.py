@@ -67,8 +67,9 @@ def aggregate(work: Path, row: dict, timings: dict) -> dict:
     steps, walls, devices = [], [], set()
     for run in found:
         summary = work / "runs" / run / "training_summary.json"
-        if summary.is_file():
-            steps.append(json.loads(summary.read_text()).get("global_step"))
+        step = json.loads(summary.read_text()).get("global_step") if summary.is_file() else None
+        if step is not None:  # an adopted run's summary claims no step count
+            steps.append(step)
         device = trained_on(work / "runs" / run)
         if device:
             devices.add(device)
@@ -141,7 +142,7 @@ def markdown(results: dict, hw: dict) -> str:
         seeds += " (copied)" if row.get("trained_elsewhere") else ""
         lines.append(f"| {name} | {row['vae'] or '-'} | {_cell(row, 'bits_per_pixel', 3)} | {seeds} | {_cell(row, 'psnr')} | "
                      f"{_cell(row, 'ssim', 4)} | {_cell(row, 'fd_effnet', 1)} | {_cell(row, 'utilization', 4)} | "
-                     f"{row.get('train_steps', '-')} | {row.get('train_wall_s', 0):.0f} | {', '.join(row.get('trained_on', [])) or '-'} |")  # fmt: skip
+                     f"{row.get('train_steps', '-')} | {_cell(row, 'train_wall_s', 0)} | {', '.join(row.get('trained_on', [])) or '-'} |")  # fmt: skip
     lines += ["", "| CODA vs | bits/pixel (A, B) | matched | PSNR A - B (combined std) | | FD-EffNet A - B (combined std) | |",
               "|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, c in results["comparisons"].items():

@@ -39,6 +39,17 @@ one small training leaves the card mostly idle,
 
     python benchmarks/reproduce.py --workdir runs/fair --config cpu-latent16-fair --override '{"cpu": false}' --jobs 12
 
+On 2 cores the fair plan runs in parts into one workdir (``--only`` patterns; the last part's report covers
+every part that has finished). ``--adopt RUN=DIR`` takes a model trained elsewhere with a training stage's
+recipe (architecture checked, ``provenance.json`` kept, the report lists it): the bundled ``photos-vae`` is
+the 4x stage-0 VAE, trained by this script's off-domain config at 9,600 steps on the same photos:
+
+    python benchmarks/reproduce.py --workdir runs/fair --config cpu-latent16-fair --only data data-vae
+    python benchmarks/reproduce.py --workdir runs/fair --config cpu-latent16-fair --jobs 2 --only '*1x*' report
+    python benchmarks/reproduce.py --workdir runs/fair --config cpu-latent16-fair --jobs 2 --only '*4x*' report \
+        --adopt vae-4x=src/coda_hf/bundled/models/photos-vae
+    python benchmarks/reproduce.py --workdir runs/fair --config cpu-latent16-fair --jobs 2 --only '*vqgan*' report
+
 Numbers in the report come only from the evaluate outputs and the measured stage times; nothing is
 hard-coded.
 """
@@ -151,12 +162,13 @@ MAR = [1, 2, 3, 4, 5, 6, 8, 10, 13, 16]
 CONFIGS["cpu-latent16-fair"] = {
     **CONFIGS["cpu-latent16-offdomain"], "plan": "fair", "validation_fraction": 0.15, "vae_budgets": {"1x": 2400, "4x": 9600},
     # LoRA rates: 3e-3 was the best of 1e-4 ... 3e-3 on validation, at the grid's edge, so 1e-2 joined and 3e-4 left
-    # (between 1e-4 and 1e-3, both below 3e-3); the quantile + LoRA row gets the same grid above 1e-4
-    "seeds": [0, 1, 2], "lora_rates": [1e-4, 1e-3, 3e-3, 1e-2],
+    # (between 1e-4 and 1e-3, both below 3e-3); 1e-2 then won on the 1x VAE for both LoRA rows, so 3e-2 joined
+    # both grids; the quantile + LoRA row gets the same grid above 1e-4
+    "seeds": [0, 1, 2], "lora_rates": [1e-4, 1e-3, 3e-3, 1e-2, 3e-2],
     "ptq_bins": 4, "ptq_variants": {"quantile": {"distribution": "empirical", "refine_iters": 0},
                                     "gaussian": {"distribution": "gaussian", "refine_iters": 0},
                                     "lloyd": {"distribution": "empirical", "refine_iters": 20}},
-    "ptq_lora_rates": [1e-3, 3e-3, 1e-2], "ptq_frontier_bins": [2, 3, 6, 8],
+    "ptq_lora_rates": [1e-3, 3e-3, 1e-2, 3e-2], "ptq_frontier_bins": [2, 3, 6, 8],
     "coda_frontier": {"s5": {"scales": [1, 2, 4, 8, 16], "codebook_size": 4096},
                       "k256": {"scales": MAR, "codebook_size": 256}, "k1024": {"scales": MAR, "codebook_size": 1024},
                       "k16384": {"scales": MAR, "codebook_size": 16384}},
@@ -275,6 +287,13 @@ def _vae_stages(work: Path, hw: dict, launcher: list[str], coda_hf: list[str], v
     return train, stats
 
 
+def _siblings_importable() -> None:
+    """Let this script's sibling modules (fair_plan, adopt_run, ...) import, and import it by name."""
+    sys.modules.setdefault("reproduce", sys.modules[__name__])
+    if str(Path(__file__).parent) not in sys.path:
+        sys.path.insert(0, str(Path(__file__).parent))
+
+
 def build_plan(
     work: Path, config_name: str, cache_dir: Path, launcher: list[str] | None = None, photos: Path | None = None,
     overrides: dict | None = None, vae_photos: Path | None = None,
@@ -307,9 +326,7 @@ def build_plan(
         _check_photo_sources(vae_photos, hw["vae_sources"], "vae_sources")
     vae_photos = vae_photos or photos
     if hw.get("plan") == "fair":  # the equal-bits comparison (benchmarks/fair_plan.py)
-        sys.modules.setdefault("reproduce", sys.modules[__name__])  # fair_plan imports this script by name
-        if str(Path(__file__).parent) not in sys.path:
-            sys.path.insert(0, str(Path(__file__).parent))
+        _siblings_importable()
         import fair_plan
 
         ctx = {"coda_hf": coda_hf, "launcher": launcher, "photos": photos, "vae_photos": vae_photos, "cache_dir": cache_dir}
@@ -731,6 +748,26 @@ def run_parallel(stages: list[Stage], work: Path, jobs: int, force: tuple[str, .
     return ran
 
 
+def adopt_runs(stages: list[Stage], items: list[str], dry_run: bool = False) -> None:
+    """``--adopt RUN=DIR``: copy each saved model into its training stage's run folder (adopt_run.py)."""
+    _siblings_importable()
+    from adopt_run import adopt
+
+    by_name = {s.name: s for s in stages}
+    for item in items:
+        run, sep, folder = item.partition("=")
+        if not sep or run not in by_name or by_name[run].config_file is None:
+            trainable = sorted(s.name for s in stages if s.config_file is not None)
+            raise ValueError(f"--adopt takes RUN=DIR with RUN a training stage of this plan ({', '.join(trainable)}); got {item!r}")
+        stage, source = by_name[run], Path(folder).resolve()
+        if dry_run:
+            logger.info("[adopt] %s <- %s (dry run: not copied)", run, source)
+        elif adopt(run, stage.config, stage.done_marker, source):
+            logger.info("[adopt] %s <- %s", run, source)
+        else:
+            logger.info("[adopt] %s: already complete (%s exists), left as it is", run, stage.done_marker)
+
+
 def select_stages(parser: argparse.ArgumentParser, stages: list[Stage], force: list[str], only: list[str] | None):
     """``(stages to run, names to force)`` from ``--force`` / ``--only`` names or shell patterns (plan order
     kept); a pattern matching no stage is a usage error naming it."""
@@ -763,6 +800,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse", nargs="*", default=[], metavar="RUN=DIR",
                    help="take RUN's row from an earlier report in DIR (its results.json) instead of training and "
                         "evaluating it; the report marks the row (e.g. vqgan=benchmarks/results/cpu-first)")
+    p.add_argument("--adopt", nargs="*", default=[], metavar="RUN=DIR",
+                   help="use the model saved in DIR as training stage RUN's output instead of training it (same "
+                        "architecture, checked; trained elsewhere with the stage's recipe); provenance.json and the "
+                        "report say so (e.g. vae-4x=src/coda_hf/bundled/models/photos-vae)")  # fmt: skip
     p.add_argument("--override", default=None, metavar="JSON",
                    help='replace top-level config keys for an ablation in its own --workdir, e.g. \'{"lora_learning_rate": 3e-5}\'')
     p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
@@ -787,6 +828,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--override takes a JSON object of config keys; got {args.override!r}")
     try:
         stages = build_plan(work, args.config, cache, launcher, photos, overrides, vae_photos)
+    except ValueError as e:
+        p.error(str(e))
+    try:
+        adopt_runs(stages, args.adopt, dry_run=args.dry_run)
     except ValueError as e:
         p.error(str(e))
     stages, force = select_stages(p, stages, args.force, args.only)

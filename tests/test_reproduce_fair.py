@@ -20,7 +20,7 @@ def repro(monkeypatch):
     spec = importlib.util.spec_from_file_location("reproduce", BENCHMARKS / "reproduce.py")
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "reproduce", module)
-    for sibling in ("fair_plan", "fair_report", "plot_frontier"):
+    for sibling in ("fair_plan", "fair_report", "plot_frontier", "adopt_run"):
         monkeypatch.delitem(sys.modules, sibling, raising=False)
     spec.loader.exec_module(module)
     return module
@@ -140,7 +140,7 @@ def test_report_gives_mean_std_over_seeds_and_claims_only_beyond_the_noise(repro
     assert c["coda-1x vs ptqlora-1x"]["verdict"] == "missing"
     report = (tmp_path / "results.md").read_text()
     assert "| coda-1x | 1x | 1.990 | 2/2 | 22.10 +- 0.14 |" in report and "0/2 (missing)" in report
-    assert "| - | 0 | GPU |" in report and "| - | 0 | CPU, GPU |" in report  # steps, train s, trained on
+    assert "| - | - | GPU |" in report and "| - | - | CPU, GPU |" in report  # steps, train s (none timed), trained on
     assert "- gpu box, torch 2.11.0+cu130" in report and "- laptop, torch 2.13.0+cpu" in report
     import plot_frontier
 
@@ -236,6 +236,63 @@ def test_jobs_must_be_positive(repro, tmp_path, capsys):
     with pytest.raises(SystemExit):
         repro.main(["--workdir", str(tmp_path), "--config", "smoke-fair", "--jobs", "0", "--dry-run"])
     assert "--jobs takes a positive number" in capsys.readouterr().err
+
+
+def _saved_model(folder: Path, **config) -> Path:
+    """A stand-in saved model: config.json and a weights file (adoption reads the one, hashes the other)."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL", **config}))
+    (folder / "diffusion_pytorch_model.safetensors").write_bytes(b"weights")
+    return folder
+
+
+def test_adopt_copies_a_model_trained_elsewhere_into_its_stage_with_provenance(repro, tmp_path, caplog):
+    import hashlib
+
+    work = tmp_path / "work"
+    kwargs = {s.name: s for s in repro.build_plan(work, "cpu-latent16-fair", tmp_path / "debs")}["vae-4x"].config["model_kwargs"]
+    source = _saved_model(tmp_path / "elsewhere", **kwargs, scaling_factor=1.5)
+    argv = ["--workdir", str(work), "--config", "cpu-latent16-fair", "--adopt", f"vae-4x={source}", "--only", "vae-4x"]
+    assert repro.main([*argv, "--dry-run"]) == 0 and not (work / "runs" / "vae-4x").exists()  # checked, not copied
+    assert repro.main(argv) == 0
+    run = work / "runs" / "vae-4x"
+    assert json.loads((run / "config.json").read_text())["scaling_factor"] == 1.5
+    provenance = json.loads((run / "provenance.json").read_text())
+    assert provenance["copied_from"] == str(source) and provenance["weights_sha256"] == hashlib.sha256(b"weights").hexdigest()
+    assert json.loads((run / "training_summary.json").read_text()) == {"adopted_from": str(source), "global_step": None}
+    assert not (work / "logs" / "vae-4x.log").exists()  # skipped as complete, not trained
+    (source / "config.json").write_text(json.dumps({**kwargs, "scaling_factor": 9.0}))
+    caplog.set_level("INFO")
+    assert repro.main(argv) == 0  # a complete run is left as it is
+    assert "already complete" in caplog.text and json.loads((run / "config.json").read_text())["scaling_factor"] == 1.5
+    import fair_report  # the report: the row is marked copied, with no step count and no device of its own
+
+    (work / "eval" / "vae-4x").mkdir(parents=True)
+    (work / "eval" / "vae-4x" / "metrics.json").write_text(json.dumps({"psnr": 24.0, "fd_effnet": 100.0}))
+    results = fair_report.write_report(work, repro.CONFIGS["cpu-latent16-fair"])
+    row = results["rows"]["vae-4x"]
+    assert row["trained_elsewhere"]["vae-4x"] == provenance and "train_steps" not in row and "trained_on" not in row
+    report = (work / "results.md").read_text()
+    assert f"- vae-4x: {source} (reproduce.py --adopt, weights SHA-256 {provenance['weights_sha256'][:12]})" in report
+    assert "| vae-4x | 4x | - | 1/1 (copied) | 24.00 | - | 100.0 | - | - | - | - |" in report
+
+
+def test_adopt_refuses_another_architecture_a_started_run_and_a_stage_that_does_not_train(repro, tmp_path, capsys):
+    work = tmp_path / "work"
+    kwargs = {s.name: s for s in repro.build_plan(work, "cpu-latent16-fair", tmp_path / "debs")}["vae-4x"].config["model_kwargs"]
+    base = ["--workdir", str(work), "--config", "cpu-latent16-fair", "--only", "vae-4x", "--adopt"]
+    wide = _saved_model(tmp_path / "wide", **{**kwargs, "latent_channels": 4})
+    good = _saved_model(tmp_path / "good", **kwargs)
+    for item, message in ((f"vae-4x={wide}", "latent_channels: stage 16"), (f"vae-4x={tmp_path}", "no saved model there"),
+                          (f"eval-vae-4x={good}", "a training stage of this plan"), (str(good), "RUN=DIR")):  # fmt: skip
+        with pytest.raises(SystemExit):
+            repro.main([*base, item])
+        assert message in capsys.readouterr().err
+    (work / "runs" / "vae-4x" / "checkpoints").mkdir(parents=True)  # a training that has started
+    with pytest.raises(SystemExit):
+        repro.main([*base, f"vae-4x={good}"])
+    assert "has not finished" in capsys.readouterr().err
+    assert not (work / "runs" / "vae-4x" / "config.json").exists()
 
 
 def _smoke_photos(tmp_path: Path) -> Path:
