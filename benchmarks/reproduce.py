@@ -751,7 +751,7 @@ def run_parallel(stages: list[Stage], work: Path, jobs: int, force: tuple[str, .
 def adopt_runs(stages: list[Stage], items: list[str], dry_run: bool = False) -> None:
     """``--adopt RUN=DIR``: copy each saved model into its training stage's run folder (adopt_run.py)."""
     _siblings_importable()
-    from adopt_run import adopt
+    from adopt_run import adopt, check_recipe
 
     by_name = {s.name: s for s in stages}
     for item in items:
@@ -761,7 +761,8 @@ def adopt_runs(stages: list[Stage], items: list[str], dry_run: bool = False) -> 
             raise ValueError(f"--adopt takes RUN=DIR with RUN a training stage of this plan ({', '.join(trainable)}); got {item!r}")
         stage, source = by_name[run], Path(folder).resolve()
         if dry_run:
-            logger.info("[adopt] %s <- %s (dry run: not copied)", run, source)
+            check_recipe(run, stage.config, source)
+            logger.info("[adopt] %s <- %s (dry run: checked, not copied)", run, source)
         elif adopt(run, stage.config, stage.done_marker, source):
             logger.info("[adopt] %s <- %s", run, source)
         else:
@@ -828,9 +829,6 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--override takes a JSON object of config keys; got {args.override!r}")
     try:
         stages = build_plan(work, args.config, cache, launcher, photos, overrides, vae_photos)
-    except ValueError as e:
-        p.error(str(e))
-    try:
         adopt_runs(stages, args.adopt, dry_run=args.dry_run)
     except ValueError as e:
         p.error(str(e))

@@ -283,6 +283,9 @@ def test_adopt_refuses_another_architecture_a_started_run_and_a_stage_that_does_
     base = ["--workdir", str(work), "--config", "cpu-latent16-fair", "--only", "vae-4x", "--adopt"]
     wide = _saved_model(tmp_path / "wide", **{**kwargs, "latent_channels": 4})
     good = _saved_model(tmp_path / "good", **kwargs)
+    with pytest.raises(SystemExit):  # a dry run checks too
+        repro.main([*base, f"vae-4x={wide}", "--dry-run"])
+    assert "latent_channels: stage 16" in capsys.readouterr().err
     for item, message in ((f"vae-4x={wide}", "latent_channels: stage 16"), (f"vae-4x={tmp_path}", "no saved model there"),
                           (f"eval-vae-4x={good}", "a training stage of this plan"), (str(good), "RUN=DIR")):  # fmt: skip
         with pytest.raises(SystemExit):
