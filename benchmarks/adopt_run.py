@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 
 from bundled_stages import copy_model_files, write_json
+from reproduce import shown_path
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
-REPO = Path(__file__).resolve().parents[1]
 
 
 def check_recipe(run: str, stage_config: dict, source: Path) -> None:
@@ -43,7 +43,7 @@ def adopt(run: str, stage_config: dict, done_marker: Path, source: Path) -> bool
         return False
     if dst.is_dir() and any(dst.iterdir()):
         raise ValueError(f"--adopt {run}: {dst} already holds a run that has not finished; move it away first")
-    shown = str(source.relative_to(REPO)) if source.is_relative_to(REPO) else str(source)  # reads the same anywhere
+    shown = shown_path(source)
     digest = hashlib.sha256((source / WEIGHTS).read_bytes()).hexdigest()
     has_summary = (source / done_marker.name).is_file()
     copy_model_files(source, dst, last=done_marker.name if has_summary else None)

@@ -389,8 +389,7 @@ def write_report(work: Path, reused: dict[str, Path] | None = None) -> dict:
         results[run] = row
     for run, results_dir in (reused or {}).items():
         source = Path(results_dir).resolve()
-        shown = source.relative_to(REPO) if source.is_relative_to(REPO) else source  # a repo path reads the same anywhere
-        results[run] = {**load_reused_row(source, run), "reused_from": str(shown)}
+        results[run] = {**load_reused_row(source, run), "reused_from": shown_path(source)}
     order = [r for r in ("vae", *LADDER, "vqgan") if r in results] + sorted(set(results) - {"vae", *LADDER, "vqgan"})
     keys = [k for k in REPORT_KEYS if any(k in results[r] for r in order)]
     lines = ["| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
@@ -409,6 +408,11 @@ def write_report(work: Path, reused: dict[str, Path] | None = None) -> dict:
     (work / "results.md").write_text("\n".join(lines) + "\n")
     (work / "results.json").write_text(json.dumps({r: results[r] for r in order}, indent=2) + "\n")  # run order
     return {r: results[r] for r in order}
+
+
+def shown_path(path: Path) -> str:
+    """``path`` as a report records it: relative to the repository when inside it (reads the same anywhere)."""
+    return str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
 
 
 def load_reused_row(results_dir: Path, run: str) -> dict:
