@@ -17,6 +17,9 @@ Every row quantizes a 64 px tile at about 2 bits per pixel (tokens x log2(codebo
 
 each with every seed of ``seeds``, and a rate-distortion frontier (one seed): CODA at other codebook sizes
 and scale lists, the quantile quantizer at other bin counts, the multi-scale VQGAN at other layouts.
+Levers (``coda_levers`` on the VAEs of ``lever_vaes``, one seed, validation only): ``coda-V-lever-<name>`` is
+the chosen CODA row with one change of its training config, set beside the chosen row, the continuous VAE and
+the f2 VQGAN (``val-vae-V``, ``val-vqgan-f2-s0``) on the validation split.
 
 Choices read ``WORK/validation/*/metrics.json`` only (``select-*`` stages write ``WORK/selection/*.json``
 and link the chosen run as seed 0); the eval split is evaluated once, by the ``eval-*`` stages at the end.
@@ -65,6 +68,11 @@ def frontier_rows(hw: dict) -> dict[str, dict]:
     for layout in hw["vqgan_frontier"]:
         rows[f"msvqgan-{layout}"] = {"method": "msvqgan", "vae": None, "runs": [f"msvqgan-{layout}"]}
     return rows
+
+
+def lever_runs(hw: dict) -> dict[str, dict[str, str]]:
+    """``{vae: {lever: run}}`` of the CODA levers (validation only)."""
+    return {v: {name: f"coda-{v}-lever-{name}" for name in hw.get("coda_levers", {})} for v in hw.get("lever_vaes", [])}
 
 
 # -- model recipes ---------------------------------------------------------------------------------------
@@ -151,6 +159,8 @@ def build(work: Path, hw: dict, ctx: dict) -> list[Stage]:
     for v in vae_names(hw):
         stages += plan.vae_frontier(v)
     stages += plan.vqgan_frontier()
+    for v in lever_runs(hw):
+        stages += plan.coda_levers(v)
     stages += plan.evaluations()
     # results.json, results.md and frontier.png are rewritten by every invocation until no run is missing
     stages.append(Stage("report", work / "report-complete.json", [], action=lambda: _report(work, hw)))
@@ -164,6 +174,8 @@ def _report(work: Path, hw: dict) -> None:
     results = fair_report.write_report(work, hw)
     plot_frontier.plot(results, work / "frontier.png")
     missing = [r for rows in (results["rows"], results["frontier"]) for row in rows.values() for r in row["missing"]]
+    missing += [r for v, runs in lever_runs(hw).items() for r in runs.values() if r not in
+                {f["run"] for f in results["levers"][v].values()}]  # fmt: skip
     if not missing:
         reproduce.write_json_atomic(work / "report-complete.json", {"rows": len(results["rows"]) + len(results["frontier"])})
 
@@ -177,6 +189,7 @@ class _Plan:
         self.arch = {"block_out_channels": hw["widths"], "layers_per_block": hw["layers_per_block"],
                      "norm_num_groups": hw["norm_num_groups"]}  # fmt: skip
         self.producer: dict[str, str] = {}  # run -> the stage that makes WORK/runs/<run> (evaluations wait on it)
+        self.validated: set[str] = set()  # reference validation stages already in the plan (one per run)
 
     # -- helpers
     def train(self, name: str, extra: dict | None = None, lazy=None, needs: tuple[str, ...] = ()) -> Stage:
@@ -195,7 +208,8 @@ class _Plan:
 
     def validate(self, run: str) -> Stage:
         out = self.work / "validation" / run
-        return Stage(f"val-{run}", out / "metrics.json", self._evaluate(run, out, "validation"), needs=(run,))
+        return Stage(f"val-{run}", out / "metrics.json", self._evaluate(run, out, "validation"),
+                     needs=(self.producer.get(run, run),))  # fmt: skip
 
     def _evaluate(self, run: str, out: Path, split: str) -> list[str]:
         return [*self.ctx["coda_hf"], "evaluate", "--model", str(self.work / "runs" / run), "--data", str(self.tiles),
@@ -335,6 +349,22 @@ class _Plan:
         return [self.train(f"msvqgan-{name}", {"seed": hw["seeds"][0]}, lambda layout=layout: at(layout), ("select-msvqgan",))
                 for name, layout in hw["vqgan_frontier"].items()]  # fmt: skip
 
+    def coda_levers(self, v: str) -> list[Stage]:
+        """The chosen CODA row (seed 0, the chosen LoRA rate unless the lever sets one) with one change each,
+        and the validation figures of every lever and of the references it is read against."""
+        hw, work, first = self.hw, self.work, self.hw["seeds"][0]
+        base = {**self.coda(v, hw["scales"], hw["codebook_size"]), "seed": first}
+        rate = lambda: {"learning_rate": float(read_selection(work, f"coda-{v}")["chosen"])}  # noqa: E731
+        stages = []
+        for name, run in lever_runs(hw)[v].items():
+            change = hw["coda_levers"][name]
+            lazy = None if "learning_rate" in change else rate
+            stages.append(self.train(run, {**base, **change}, lazy, (f"select-coda-{v}",)))
+        refs = [f"vae-{v}", f"vqgan-f2-s{first}"]
+        stages += [self.validate(run) for run in [*lever_runs(hw)[v].values(), *refs] if f"val-{run}" not in self.validated]
+        self.validated.update(f"val-{run}" for run in refs)
+        return stages
+
     def evaluations(self) -> list[Stage]:
         """The eval split, once per reported run, after every choice was made."""
         runs = [r for rows in (main_rows(self.hw), frontier_rows(self.hw)) for row in rows.values() for r in row["runs"]]
@@ -342,4 +372,4 @@ class _Plan:
                       needs=(self.producer[run],)) for run in dict.fromkeys(runs)]  # fmt: skip
 
 
-__all__ = ["build", "frontier_rows", "main_rows", "select", "validation_figures"]
+__all__ = ["build", "frontier_rows", "lever_runs", "main_rows", "select", "validation_figures"]

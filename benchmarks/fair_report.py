@@ -121,10 +121,41 @@ def write_report(work: Path, hw: dict) -> dict:
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                "threads_per_invocation": sorted({str(i.get("torch_threads")) for i in invocations}),
                "invocation_machines": sorted({f"{i.get('machine')}, torch {i.get('torch')}" for i in invocations})}  # fmt: skip
-    results = {"rows": rows, "frontier": frontier, "comparisons": comparisons, "selections": selections, "machine": machine}
+    results = {"rows": rows, "frontier": frontier, "comparisons": comparisons, "selections": selections,
+               "levers": levers(work, hw, selections), "machine": machine}  # fmt: skip
     reproduce.write_json_atomic(work / "results.json", results)
     (work / "results.md").write_text(markdown(results, hw) + "\n")
     return results
+
+
+def levers(work: Path, hw: dict, selections: dict) -> dict[str, dict]:
+    """``{vae: {label: validation figures}}``: the chosen CODA run, each lever, the continuous VAE and the f2
+    VQGAN (seed 0) on the validation split; a run without figures yet is left out."""
+    out = {}
+    for v, runs in fair_plan.lever_runs(hw).items():
+        selection = selections.get(f"coda-{v}", {})
+        chosen = selection.get("runs", {}).get(selection.get("chosen"))  # the chosen LoRA rate's run
+        named = {f"chosen ({chosen})" if chosen else "chosen": chosen, **runs, f"vae-{v}": f"vae-{v}",
+                 f"vqgan-f2-s{hw['seeds'][0]}": f"vqgan-f2-s{hw['seeds'][0]}"}  # fmt: skip
+        done = [r for r in named.values() if r and (work / "validation" / r / "metrics.json").is_file()]
+        figures = fair_plan.validation_figures(work, done)
+        out[v] = {label: {"run": run, **figures[run]} for label, run in named.items() if run in figures}
+    return out
+
+
+def _lever_lines(results: dict, hw: dict) -> list[str]:
+    lines = []
+    for v, table in results["levers"].items():
+        lines += ["", f"CODA levers, VAE {v}, on the validation split (seed 0; the chosen row's recipe with one change; "
+                  "difference to the chosen row):", "", "| run | change | PSNR (dB) | FD-EffNet | PSNR diff | FD diff |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        ref = next((f for label, f in table.items() if label.startswith("chosen")), None)
+        for label, f in table.items():
+            change = json.dumps(hw["coda_levers"][label], sort_keys=True) if label in hw["coda_levers"] else "-"
+            diff = (f"{f['psnr'] - ref['psnr']:+.2f} | {f['fd_effnet'] - ref['fd_effnet']:+.1f}"
+                    if ref is not None and "fd_effnet" in f else "- | -")  # fmt: skip
+            lines.append(f"| {label} | `{change}` | {f['psnr']:.2f} | {f.get('fd_effnet', float('nan')):.1f} | {diff} |")
+    return lines
 
 
 def _cell(row: dict, key: str, digits: int = 2) -> str:
@@ -166,6 +197,7 @@ def markdown(results: dict, hw: dict) -> str:
     for name, sel in results["selections"].items():
         figures = ", ".join(f"{c}: {f['psnr']:.2f} dB / {f.get('fd_effnet', float('nan')):.1f}" for c, f in sel["validation"].items())
         lines.append(f"- {name}: chose {sel['chosen']} ({figures})")
+    lines += _lever_lines(results, hw)
     m = results["machine"]
     lines += ["", f"Machine: {m['platform']}, {m['cpus']} CPUs, torch {m['torch']}, torch threads per invocation: "
               f"{', '.join(m['threads_per_invocation']) or 'not recorded'} (invocations.json)."]  # fmt: skip

@@ -76,6 +76,29 @@ def test_every_main_row_spends_two_bits_per_pixel_and_choices_precede_the_eval(r
                        "--only", "msvqgan-*", "vqgan-f2-*"]) == 0  # fmt: skip
 
 
+def test_a_lever_is_the_chosen_coda_row_with_one_change_read_on_validation_beside_its_references(repro, tmp_path):
+    hw = repro.CONFIGS["cpu-latent16-fair"]
+    plan = {s.name: s for s in repro.build_plan(tmp_path, "cpu-latent16-fair", tmp_path / "debs")}
+    levers = [n for n in plan if "-lever-" in n and not n.startswith("val-")]
+    assert levers == [f"coda-4x-lever-{name}" for name in hw["coda_levers"]]  # 4x only (lever_vaes)
+    base = plan["coda-4x-lr0.01"].config
+    perc = plan["coda-4x-lever-perc1"]
+    assert perc.needs == ("data", "vae-4x-stats", "select-coda-4x") and perc.config["perceptual_weight"] == 1.0
+    assert {k: v for k, v in perc.config.items() if k not in ("perceptual_weight", "output_dir", "learning_rate")} == {
+        k: v for k, v in base.items() if k not in ("perceptual_weight", "output_dir", "learning_rate")}
+    (tmp_path / "selection").mkdir()
+    (tmp_path / "selection" / "coda-4x.json").write_text(json.dumps({"chosen": "0.003"}))
+    assert perc.make_config()["learning_rate"] == 3e-3  # the chosen LoRA rate ...
+    enc = plan["coda-4x-lever-enc8-lr1e-3"]  # ... unless the lever sets its own
+    assert enc.make_config is None and enc.config["learning_rate"] == 1e-3
+    assert enc.config["model_kwargs"]["lora"]["encoder"] == {"rank": 8}
+    assert plan["coda-4x-lever-gan0.5"].config["gan_weight"] == 0.5
+    for run, producer in (("coda-4x-lever-perc1", "coda-4x-lever-perc1"), ("vae-4x", "vae-4x-stats"), ("vqgan-f2-s0", "vqgan-f2-s0")):
+        val = plan[f"val-{run}"]
+        assert val.needs == (producer,) and val.command[val.command.index("--split") + 1] == "validation"
+    assert not [n for n in plan if n.startswith("eval-") and "lever" in n]  # the eval split never sees a lever
+
+
 def test_photos_without_a_validation_split_are_refused(repro, tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -145,6 +168,30 @@ def test_report_gives_mean_std_over_seeds_and_claims_only_beyond_the_noise(repro
     import plot_frontier
 
     assert plot_frontier.plot(results, tmp_path / "f.png").stat().st_size > 1000
+
+
+def test_report_sets_each_lever_beside_the_chosen_row_the_vae_and_the_f2_vqgan_on_validation(repro, tmp_path):
+    import fair_report
+
+    hw = repro.CONFIGS["smoke-fair"]
+    for run, psnr, fd in (("coda-1x-lr0.001", 22.0, 140.0), ("coda-1x-lever-l1", 21.5, 131.5), ("vae-1x", 23.0, 120.0),
+                          ("vqgan-f2-s0", 20.0, 110.0), ("coda-1x-lever-lr", 99.0, 1.0)):  # fmt: skip
+        (tmp_path / "validation" / run).mkdir(parents=True)
+        (tmp_path / "validation" / run / "metrics.json").write_text(_metrics(psnr, fd))
+    (tmp_path / "eval" / "coda-1x-lever-lr").mkdir(parents=True)  # eval figures of a lever are never read
+    (tmp_path / "eval" / "coda-1x-lever-lr" / "metrics.json").write_text(_metrics(0.0, 999.0))
+    (tmp_path / "validation" / "coda-1x-lever-lr" / "metrics.json").unlink()  # not validated yet: left out
+    (tmp_path / "selection").mkdir()
+    (tmp_path / "selection" / "coda-1x.json").write_text(json.dumps(
+        {"chosen": "0.001", "runs": {"0.001": "coda-1x-lr0.001"}, "validation": {"0.001": {"psnr": 22.0, "fd_effnet": 140.0}}}))
+    results = fair_report.write_report(tmp_path, hw)
+    table = results["levers"]["1x"]
+    assert list(table) == ["chosen (coda-1x-lr0.001)", "l1", "vae-1x", "vqgan-f2-s0"]
+    assert table["l1"]["psnr"] == 21.5 and table["vqgan-f2-s0"]["fd_effnet"] == 110.0
+    report = (tmp_path / "results.md").read_text()
+    assert "CODA levers, VAE 1x, on the validation split" in report
+    assert '| l1 | `{"l1_weight": 0.5}` | 21.50 | 131.5 | -0.50 | -8.5 |' in report
+    assert "| vqgan-f2-s0 | `-` | 20.00 | 110.0 | -2.00 | -30.0 |" in report
 
 
 def _in_process(command: list[str]) -> None:
@@ -330,6 +377,8 @@ def test_smoke_fair_runs_every_stage_and_reports(repro, tmp_path, monkeypatch):
     assert results["rows"]["ptq-1x"]["train_steps"] == 0 and results["rows"]["msvqgan"]["train_steps"] == 12
     assert all(row["seeds_done"] == 1 for row in results["frontier"].values())
     assert set(results["selections"]) == {"coda-1x", "ptq-1x", "ptqlora-1x", "msvqgan-screen", "msvqgan"}
+    assert set(results["levers"]["1x"]) == {f"chosen (coda-1x-lr{hw_rate:g})" for hw_rate in repro.CONFIGS["smoke-fair"]["lora_rates"]} | {
+        "l1", "lr", "vae-1x", "vqgan-f2-s0"}
     assert (work / "frontier.png").is_file() and (work / "report-complete.json").is_file()
     invocation = json.loads((work / "invocations.json").read_text())[0]
     assert invocation["torch_threads"] >= 1 and "omp_num_threads" in invocation
