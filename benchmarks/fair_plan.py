@@ -18,18 +18,20 @@ Every row quantizes a 64 px tile at about 2 bits per pixel (tokens x log2(codebo
 each with every seed of ``seeds``, and a rate-distortion frontier (one seed): CODA at other codebook sizes
 and scale lists, the quantile quantizer at other bin counts, the multi-scale VQGAN at other layouts.
 Levers (``coda_levers`` on the VAEs of ``lever_vaes``, one seed, validation only): ``coda-V-lever-<name>`` is
-the chosen CODA row with one change of its training config, set beside the chosen row, the continuous VAE and
+the chosen CODA row with a change of its training config, set beside the chosen row, the continuous VAE and
 the f2 VQGAN (``val-vae-V``, ``val-vqgan-f2-s0``) on the validation split.
 
 Choices read ``WORK/validation/*/metrics.json`` only (``select-*`` stages write ``WORK/selection/*.json``
 and link the chosen run as seed 0); the eval split is evaluated once, by the ``eval-*`` stages at the end.
 Stage names: ``<row>-<variant>`` (a candidate), ``<row>-s<seed>``, ``val-<run>``, ``eval-<run>``; the
 ``report`` stage writes ``results.json``, ``results.md`` and ``frontier.png`` (``benchmarks/plot_frontier.py``)
-from whatever has finished, and runs again on every invocation until no run is missing.
+from whatever has finished, and runs again on every invocation until no run is missing (and again once the
+plan gains a run, such as a new lever).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -163,8 +165,20 @@ def build(work: Path, hw: dict, ctx: dict) -> list[Stage]:
         stages += plan.coda_levers(v)
     stages += plan.evaluations()
     # results.json, results.md and frontier.png are rewritten by every invocation until no run is missing
-    stages.append(Stage("report", work / "report-complete.json", [], action=lambda: _report(work, hw)))
+    stages.append(Stage("report", report_marker(work, hw), [], action=lambda: _report(work, hw)))
     return stages
+
+
+def reported_runs(hw: dict) -> list[str]:
+    """Every run the report reads: the rows' seeds, the frontier points and the levers."""
+    rows = [r for rows in (main_rows(hw), frontier_rows(hw)) for row in rows.values() for r in row["runs"]]
+    return sorted({*rows, *(r for runs in lever_runs(hw).values() for r in runs.values())})
+
+
+def report_marker(work: Path, hw: dict) -> Path:
+    """The report's done marker, named for the runs it covers: a plan that gains runs (a new lever) reports again."""
+    digest = hashlib.sha256(json.dumps(reported_runs(hw)).encode()).hexdigest()[:12]
+    return work / f"report-complete-{digest}.json"
 
 
 def _report(work: Path, hw: dict) -> None:
@@ -177,7 +191,7 @@ def _report(work: Path, hw: dict) -> None:
     missing += [r for v, runs in lever_runs(hw).items() for r in runs.values() if r not in
                 {f["run"] for f in results["levers"][v].values()}]  # fmt: skip
     if not missing:
-        reproduce.write_json_atomic(work / "report-complete.json", {"rows": len(results["rows"]) + len(results["frontier"])})
+        reproduce.write_json_atomic(report_marker(work, hw), {"runs": reported_runs(hw)})
 
 
 class _Plan:
@@ -350,7 +364,7 @@ class _Plan:
                 for name, layout in hw["vqgan_frontier"].items()]  # fmt: skip
 
     def coda_levers(self, v: str) -> list[Stage]:
-        """The chosen CODA row (seed 0, the chosen LoRA rate unless the lever sets one) with one change each,
+        """The chosen CODA row (seed 0, the chosen LoRA rate unless the lever sets one) with each lever's change,
         and the validation figures of every lever and of the references it is read against."""
         hw, work, first = self.hw, self.work, self.hw["seeds"][0]
         base = {**self.coda(v, hw["scales"], hw["codebook_size"]), "seed": first}
@@ -372,4 +386,4 @@ class _Plan:
                       needs=(self.producer[run],)) for run in dict.fromkeys(runs)]  # fmt: skip
 
 
-__all__ = ["build", "frontier_rows", "lever_runs", "main_rows", "select", "validation_figures"]
+__all__ = ["build", "frontier_rows", "lever_runs", "main_rows", "report_marker", "reported_runs", "select", "validation_figures"]

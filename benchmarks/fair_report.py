@@ -146,7 +146,7 @@ def levers(work: Path, hw: dict, selections: dict) -> dict[str, dict]:
 def _lever_lines(results: dict, hw: dict) -> list[str]:
     lines = []
     for v, table in results["levers"].items():
-        lines += ["", f"CODA levers, VAE {v}, on the validation split (seed 0; the chosen row's recipe with one change; "
+        lines += ["", f"CODA levers, VAE {v}, on the validation split (seed 0; the chosen row's recipe with the change shown; "
                   "difference to the chosen row):", "", "| run | change | PSNR (dB) | FD-EffNet | PSNR diff | FD diff |",
                   "|---|---|---|---|---|---|"]  # fmt: skip
         ref = next((f for label, f in table.items() if label.startswith("chosen")), None)

@@ -180,7 +180,7 @@ CONFIGS["cpu-latent16-fair"] = {
     "vqgan_frontier": {"s5": {"scales": [1, 2, 4, 8, 16], "codebook_size": 4096}, "k16384": {"scales": MAR, "codebook_size": 16384}},
     "single_scale": {"widths": [32, 64], "codebook_size": 256},
     # Levers on CODA's FD-EffNet (one seed, validation only; not in the main table): the chosen row's recipe with
-    # one change of LoRA placement / rank or objective. "gan": the projected discriminator on frozen
+    # a change of LoRA placement / rank, objective or budget (or two of them combined). "gan": the projected discriminator on frozen
     # EfficientNet-Lite0 features (the paper's is on DINO; none is available offline)
     "lever_vaes": ["4x"],
     "coda_levers": {"dec32": {"model_kwargs": {"lora": {"encoder": {"rank": 0}, "decoder": {"rank": 32}}}},
@@ -188,7 +188,9 @@ CONFIGS["cpu-latent16-fair"] = {
                     "enc8-lr1e-3": {"model_kwargs": {"lora": {"encoder": {"rank": 8}, "decoder": {"rank": 8}}},
                                     "learning_rate": 1e-3},
                     "perc1": {"perceptual_weight": 1.0}, "perc3": {"perceptual_weight": 3.0}, "gan0.5": {"gan_weight": 0.5},
-                    "perc3-gan0.5": {"perceptual_weight": 3.0, "gan_weight": 0.5}},
+                    "perc3-gan0.5": {"perceptual_weight": 3.0, "gan_weight": 0.5},
+                    "steps6N": {"max_train_steps": 1200},  # the from-scratch rows' budget
+                    "perc3-steps6N": {"perceptual_weight": 3.0, "max_train_steps": 1200}},
 }  # fmt: skip
 CONFIGS["smoke-fair"] = {  # the fair plan's 2-step wiring check (tests; one VAE, one candidate per choice): not a result
     **CONFIGS["smoke"], "plan": "fair", "validation_fraction": 0.15, "vae_budgets": {"1x": 2}, "seeds": [0, 1],

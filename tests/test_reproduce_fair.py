@@ -99,6 +99,20 @@ def test_a_lever_is_the_chosen_coda_row_with_one_change_read_on_validation_besid
     assert not [n for n in plan if n.startswith("eval-") and "lever" in n]  # the eval split never sees a lever
 
 
+def test_the_report_runs_again_once_the_plan_gains_a_run(repro, tmp_path):
+    import fair_plan
+
+    hw = repro.CONFIGS["smoke-fair"]
+    runs = fair_plan.reported_runs(hw)
+    assert {"coda-1x-s1", "msvqgan-s2", "coda-1x-k8", "coda-1x-lever-l1"} <= set(runs) and "coda-1x-lr0.001" not in runs
+    marker = fair_plan.report_marker(tmp_path, hw)
+    assert marker == fair_plan.report_marker(tmp_path, dict(hw))  # the same plan: the same marker
+    more = {**hw, "coda_levers": {**hw["coda_levers"], "new": {"l1_weight": 2.0}}}
+    assert fair_plan.report_marker(tmp_path, more) != marker
+    plan = repro.build_plan(tmp_path, "smoke-fair", tmp_path, overrides={"coda_levers": more["coda_levers"]})
+    assert plan[-1].name == "report" and plan[-1].done_marker == fair_plan.report_marker(tmp_path, more)
+
+
 def test_photos_without_a_validation_split_are_refused(repro, tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -379,7 +393,9 @@ def test_smoke_fair_runs_every_stage_and_reports(repro, tmp_path, monkeypatch):
     assert set(results["selections"]) == {"coda-1x", "ptq-1x", "ptqlora-1x", "msvqgan-screen", "msvqgan"}
     assert set(results["levers"]["1x"]) == {f"chosen (coda-1x-lr{hw_rate:g})" for hw_rate in repro.CONFIGS["smoke-fair"]["lora_rates"]} | {
         "l1", "lr", "vae-1x", "vqgan-f2-s0"}
-    assert (work / "frontier.png").is_file() and (work / "report-complete.json").is_file()
+    import fair_plan
+
+    assert (work / "frontier.png").is_file() and fair_plan.report_marker(work, repro.CONFIGS["smoke-fair"]).is_file()
     invocation = json.loads((work / "invocations.json").read_text())[0]
     assert invocation["torch_threads"] >= 1 and "omp_num_threads" in invocation
     stages = repro.build_plan(work, "smoke-fair", work, photos=photos, vae_photos=photos)
