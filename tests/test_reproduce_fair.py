@@ -408,7 +408,7 @@ def test_smoke_fair_with_jobs_runs_stages_as_their_own_processes(repro, tmp_path
     CLI) beside others, the choice after its validation runs, the evaluations after the choice."""
     photos = _smoke_photos(tmp_path)
     work = tmp_path / "work"
-    only = ["vae-1x*", "coda-1x-lr*", "val-coda-1x-*", "select-coda-1x", "coda-1x-s1", "eval-coda-1x-s*", "eval-vae-1x"]
+    only = ["vae-1x*", "coda-1x-lr*", "val-coda-1x-lr*", "select-coda-1x", "coda-1x-s1", "eval-coda-1x-s*", "eval-vae-1x"]
     argv = ["--workdir", str(work), "--config", "smoke-fair", "--photos", str(photos), "--vae-photos", str(photos),
             "--jobs", "3", "--only", *only]  # fmt: skip
     assert repro.main(argv) == 0
