@@ -161,9 +161,10 @@ def build(work: Path, hw: dict, ctx: dict) -> list[Stage]:
     for v in vae_names(hw):
         stages += plan.vae_frontier(v)
     stages += plan.vqgan_frontier()
-    for v in lever_runs(hw):
-        stages += plan.coda_levers(v)
-    stages += plan.evaluations()
+    levers = [stage for v in lever_runs(hw) for stage in plan.coda_levers(v)]
+    if levers:  # the levers' other reference on the validation split
+        levers.append(plan.validate(f"vqgan-f2-s{hw['seeds'][0]}"))
+    stages += levers + plan.evaluations()
     # results.json, results.md and frontier.png are rewritten by every invocation until no run is missing
     stages.append(Stage("report", report_marker(work, hw), [], action=lambda: _report(work, hw)))
     return stages
@@ -188,8 +189,8 @@ def _report(work: Path, hw: dict) -> None:
     results = fair_report.write_report(work, hw)
     plot_frontier.plot(results, work / "frontier.png")
     missing = [r for rows in (results["rows"], results["frontier"]) for row in rows.values() for r in row["missing"]]
-    missing += [r for v, runs in lever_runs(hw).items() for r in runs.values() if r not in
-                {f["run"] for f in results["levers"][v].values()}]  # fmt: skip
+    missing += [r for runs in lever_runs(hw).values() for r in runs.values()
+                if not (work / "validation" / r / "metrics.json").is_file()]  # fmt: skip
     if not missing:
         reproduce.write_json_atomic(report_marker(work, hw), {"runs": reported_runs(hw)})
 
@@ -203,7 +204,6 @@ class _Plan:
         self.arch = {"block_out_channels": hw["widths"], "layers_per_block": hw["layers_per_block"],
                      "norm_num_groups": hw["norm_num_groups"]}  # fmt: skip
         self.producer: dict[str, str] = {}  # run -> the stage that makes WORK/runs/<run> (evaluations wait on it)
-        self.validated: set[str] = set()  # reference validation stages already in the plan (one per run)
 
     # -- helpers
     def train(self, name: str, extra: dict | None = None, lazy=None, needs: tuple[str, ...] = ()) -> Stage:
@@ -365,7 +365,7 @@ class _Plan:
 
     def coda_levers(self, v: str) -> list[Stage]:
         """The chosen CODA row (seed 0, the chosen LoRA rate unless the lever sets one) with each lever's change,
-        and the validation figures of every lever and of the references it is read against."""
+        and the validation figures of every lever and of the continuous VAE it adapts."""
         hw, work, first = self.hw, self.work, self.hw["seeds"][0]
         base = {**self.coda(v, hw["scales"], hw["codebook_size"]), "seed": first}
         rate = lambda: {"learning_rate": float(read_selection(work, f"coda-{v}")["chosen"])}  # noqa: E731
@@ -374,10 +374,7 @@ class _Plan:
             change = hw["coda_levers"][name]
             lazy = None if "learning_rate" in change else rate
             stages.append(self.train(run, {**base, **change}, lazy, (f"select-coda-{v}",)))
-        refs = [f"vae-{v}", f"vqgan-f2-s{first}"]
-        stages += [self.validate(run) for run in [*lever_runs(hw)[v].values(), *refs] if f"val-{run}" not in self.validated]
-        self.validated.update(f"val-{run}" for run in refs)
-        return stages
+        return stages + [self.validate(run) for run in [*lever_runs(hw)[v].values(), f"vae-{v}"]]
 
     def evaluations(self) -> list[Stage]:
         """The eval split, once per reported run, after every choice was made."""

@@ -180,8 +180,8 @@ CONFIGS["cpu-latent16-fair"] = {
     "vqgan_frontier": {"s5": {"scales": [1, 2, 4, 8, 16], "codebook_size": 4096}, "k16384": {"scales": MAR, "codebook_size": 16384}},
     "single_scale": {"widths": [32, 64], "codebook_size": 256},
     # Levers on CODA's FD-EffNet (one seed, validation only; not in the main table): the chosen row's recipe with
-    # a change of LoRA placement / rank, objective or budget (or two of them combined). "gan": the projected discriminator on frozen
-    # EfficientNet-Lite0 features (the paper's is on DINO; none is available offline)
+    # a change of LoRA placement / rank, objective or budget (or two of them combined). "gan": the projected
+    # discriminator on frozen EfficientNet-Lite0 features (the paper's is on DINO; none is available offline)
     "lever_vaes": ["4x"],
     "coda_levers": {"dec32": {"model_kwargs": {"lora": {"encoder": {"rank": 0}, "decoder": {"rank": 32}}}},
                     "enc8": {"model_kwargs": {"lora": {"encoder": {"rank": 8}, "decoder": {"rank": 8}}}},
