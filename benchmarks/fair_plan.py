@@ -72,6 +72,11 @@ def frontier_rows(hw: dict) -> dict[str, dict]:
     return rows
 
 
+def eval_runs(hw: dict) -> list[str]:
+    """The runs of the main rows and the frontier, in plan order: the ones the eval split sees."""
+    return list(dict.fromkeys(r for rows in (main_rows(hw), frontier_rows(hw)) for row in rows.values() for r in row["runs"]))
+
+
 def lever_runs(hw: dict) -> dict[str, dict[str, str]]:
     """``{vae: {lever: run}}`` of the CODA levers (validation only)."""
     return {v: {name: f"coda-{v}-lever-{name}" for name in hw.get("coda_levers", {})} for v in hw.get("lever_vaes", [])}
@@ -172,8 +177,7 @@ def build(work: Path, hw: dict, ctx: dict) -> list[Stage]:
 
 def reported_runs(hw: dict) -> list[str]:
     """Every run the report reads: the rows' seeds, the frontier points and the levers."""
-    rows = [r for rows in (main_rows(hw), frontier_rows(hw)) for row in rows.values() for r in row["runs"]]
-    return sorted({*rows, *(r for runs in lever_runs(hw).values() for r in runs.values())})
+    return sorted({*eval_runs(hw), *(r for runs in lever_runs(hw).values() for r in runs.values())})
 
 
 def report_marker(work: Path, hw: dict) -> Path:
@@ -378,9 +382,8 @@ class _Plan:
 
     def evaluations(self) -> list[Stage]:
         """The eval split, once per reported run, after every choice was made."""
-        runs = [r for rows in (main_rows(self.hw), frontier_rows(self.hw)) for row in rows.values() for r in row["runs"]]
         return [Stage(f"eval-{run}", self.work / "eval" / run / "metrics.json", self._evaluate(run, self.work / "eval" / run, "eval"),
-                      needs=(self.producer[run],)) for run in dict.fromkeys(runs)]  # fmt: skip
+                      needs=(self.producer[run],)) for run in eval_runs(self.hw)]  # fmt: skip
 
 
-__all__ = ["build", "frontier_rows", "lever_runs", "main_rows", "report_marker", "reported_runs", "select", "validation_figures"]
+__all__ = ["build", "eval_runs", "frontier_rows", "lever_runs", "main_rows", "report_marker", "reported_runs", "select", "validation_figures"]
